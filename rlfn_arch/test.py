@@ -1,0 +1,90 @@
+"""Test with BasicSR's test pipeline: ``python -m rlfn_arch.test -opt options/test/<file>.yml``.
+
+Runs basicsr's ``test_pipeline`` unchanged, with our option parsing (safe YAML, strict checks, paths
+resolved against the project root, CPU when there is no GPU) and the metric lines on stdout.
+"""
+import argparse
+import sys
+from unittest import mock
+
+import rlfn_arch  # noqa: F401  registers RLFN & co. and installs the compatibility shim
+from rlfn_arch.utils.options import OptionError, check_options, load_options
+from rlfn_arch.utils.runtime import finalize, logger_factory, project_root, reset_basicsr_logger
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(prog='python -m rlfn_arch.test', description=__doc__.split('\n\n')[0])
+    parser.add_argument('-opt', required=True, help='path to the test option YAML file')
+    parser.add_argument('--launcher', choices=['none'], default='none', help='testing runs on one process')
+    parser.add_argument('--force_yml', nargs='+', default=None, help='e.g. path:pretrain_network_g=FILE')
+    parser.add_argument('--datasets_root', default=None,
+                        help='folder holding <Set>/HR and <Set>/LR_bicubic/X<s> (e.g. ../shared/datasets); '
+                        'replaces the leading "datasets/" of the dataroots in the option file')
+    parser.add_argument('--auto_resume', action='store_true', help=argparse.SUPPRESS)
+    parser.add_argument('--debug', action='store_true', help=argparse.SUPPRESS)
+    return parser.parse_args(argv)
+
+
+def apply_force_yml(opt, entries, source):
+    """BasicSR's ``--force_yml a:b=value``, parsed safely (no exec/eval); existing keys only."""
+    from rlfn_arch.utils.options import yaml_load
+    for entry in entries or []:
+        if '=' not in entry:
+            raise OptionError(f'--force_yml {entry!r}: expected key:path=value')
+        keys, value = entry.split('=', 1)
+        node = opt
+        parts = keys.strip().split(':')
+        for k in parts[:-1]:
+            if not isinstance(node, dict) or k not in node:
+                raise OptionError(f'--force_yml {entry!r}: {source} has no key {k!r}')
+            node = node[k]
+        node[parts[-1]] = yaml_load(value.strip(), source='--force_yml')
+    return opt
+
+
+def load_test_options(opt_path, force_yml=None, datasets_root=None):
+    """Load, check and finalize test options. Datasets whose folders are missing are dropped with a
+    message; none left is an error."""
+    import os
+    opt = load_options(opt_path)
+    apply_force_yml(opt, force_yml, opt_path)
+    check_options(opt, opt_path, is_train=False)
+    root = project_root(opt)
+    if datasets_root:
+        for ds in opt['datasets'].values():
+            for key in ('dataroot_gt', 'dataroot_lq'):
+                if str(ds.get(key, '')).startswith('datasets/'):
+                    ds[key] = os.path.join(os.path.abspath(datasets_root), ds[key][len('datasets/'):])
+    opt = finalize(opt, root, is_train=False, source=opt_path)
+    for phase, ds in list(opt['datasets'].items()):
+        missing = [ds[k] for k in ('dataroot_gt', 'dataroot_lq') if ds.get(k) and not os.path.isdir(ds[k])]
+        if missing:
+            print(f'skipping {ds.get("name", phase)}: {", ".join(missing)} not found (see datasets/README.md)',
+                  flush=True)
+            del opt['datasets'][phase]
+    if not opt['datasets']:
+        raise OptionError(f'{opt_path}: none of the test datasets was found')
+    weights = opt['path'].get('pretrain_network_g')
+    if weights and not os.path.isfile(weights):
+        raise OptionError(f'{opt_path}: path.pretrain_network_g: {weights} not found '
+                          '(convert the official weights with python -m rlfn_arch.convert, or train a model)')
+    return opt, root
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    try:
+        opt, root = load_test_options(args.opt, args.force_yml, args.datasets_root)
+    except OptionError as e:
+        print(f'error: {e}', file=sys.stderr)
+        return 2
+    import basicsr.test as bt
+    reset_basicsr_logger()
+    with mock.patch.object(bt, 'parse_options', lambda *a, **k: (opt, args)), \
+            mock.patch.object(bt, 'get_root_logger', logger_factory(bt.get_root_logger)):
+        bt.test_pipeline(root)
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())

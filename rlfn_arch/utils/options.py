@@ -1,0 +1,365 @@
+"""Safe option loading and strict option checking.
+
+Why not basicsr's ``parse_options``: it parses YAML with PyYAML's full ``Loader`` (a downloaded file can
+run ``!!python/object/apply`` tags), applies ``--force_yml`` with ``exec``, reads every key with
+``.get()`` (a typo silently trains something else) and initialises distributed training with a
+hard-coded nccl backend. This module keeps BasicSR's ordered-mapping behaviour and its post-processing
+of the options, and replaces those parts.
+"""
+import difflib
+import inspect
+import re
+from collections import OrderedDict
+
+import yaml
+
+
+class OptionError(ValueError):
+    """An option file that cannot be used, with the file, the key path and what was expected."""
+
+
+# ----------------------------------------------------------------------------------------- loading
+class _SafeOrderedLoader(yaml.SafeLoader):
+    """SafeLoader (no Python object construction) that returns OrderedDict mappings like BasicSR's."""
+
+
+def _construct_ordered(loader, node):
+    loader.flatten_mapping(node)
+    pairs = loader.construct_pairs(node)
+    keys = [k for k, _ in pairs]
+    dup = sorted({k for k in keys if keys.count(k) > 1}, key=str)
+    if dup:
+        raise yaml.constructor.ConstructorError(None, None, f'duplicate key(s) {dup}', node.start_mark)
+    return OrderedDict(pairs)
+
+
+_SafeOrderedLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_ordered)
+
+
+def yaml_load(text_or_stream, source='<string>'):
+    """Parse YAML safely into OrderedDicts. Python tags are refused with an OptionError naming ``source``."""
+    try:
+        return yaml.load(text_or_stream, Loader=_SafeOrderedLoader)
+    except yaml.YAMLError as e:
+        raise OptionError(f'{source}: not a safe, valid YAML option file: {e}') from e
+
+
+def _represent_ordered(dumper, data):
+    return dumper.represent_dict(data.items())
+
+
+class _OrderedDumper(yaml.SafeDumper):
+    pass
+
+
+_OrderedDumper.add_representer(OrderedDict, _represent_ordered)
+
+
+def yaml_dump(obj):
+    return yaml.dump(obj, Dumper=_OrderedDumper, sort_keys=False, default_flow_style=None)
+
+
+def load_options(path):
+    """Read an option file safely. Returns an OrderedDict."""
+    try:
+        with open(path, 'r', encoding='utf-8') as f:
+            opt = yaml_load(f, source=path)
+    except OSError as e:
+        raise OptionError(f'{path}: cannot read option file: {e.strerror or e}') from e
+    if not isinstance(opt, dict):
+        raise OptionError(f'{path}: an option file must be a YAML mapping, got {type(opt).__name__}')
+    return opt
+
+
+def deep_merge(base, override):
+    """Return a copy of ``base`` with ``override`` merged in recursively (mappings merge, others replace)."""
+    import copy
+    out = copy.deepcopy(base)
+    for k, v in override.items():
+        if isinstance(v, dict) and isinstance(out.get(k), dict):
+            out[k] = deep_merge(out[k], v)
+        else:
+            out[k] = copy.deepcopy(v)
+    return out
+
+
+# ----------------------------------------------------------------------------------------- schema
+# Keys BasicSR 1.4.2 reads (train.py, test.py, options.py, base/sr models, data/__init__.py,
+# PairedImageDataset, logger.py) plus ours. Keys set by the parser at run time are accepted too.
+_TOP = {
+    'name', 'model_type', 'scale', 'num_gpu', 'manual_seed', 'datasets', 'network_g', 'path', 'train', 'val',
+    'logger', 'dist_params', 'find_unused_parameters', 'stages', 'device',
+    # filled in by the parser
+    'is_train', 'dist', 'rank', 'world_size', 'auto_resume', 'root_path', 'stage',
+}
+_DATASET_COMMON = {
+    'name', 'type', 'phase', 'scale', 'io_backend', 'num_worker_per_gpu', 'batch_size_per_gpu',
+    'dataset_enlarge_ratio', 'prefetch_mode', 'pin_memory', 'persistent_workers', 'num_prefetch_queue',
+    'use_shuffle',
+}
+_PAIRED = {'dataroot_gt', 'dataroot_lq', 'meta_info_file', 'filename_tmpl', 'gt_size', 'use_hflip', 'use_rot',
+           'use_flip', 'color', 'mean', 'std'}
+_IO_BACKEND = {'type', 'db_paths', 'client_keys'}
+_TRAIN_BASE = {'ema_decay', 'optim_g', 'scheduler', 'total_iter', 'warmup_iter', 'pixel_opt', 'perceptual_opt',
+               'contrastive_opt', 'max_nonfinite'}
+_VAL = {'val_freq', 'save_img', 'suffix', 'pbar', 'metrics', 'bicubic_baseline'}
+_PATH = {'pretrain_network_g', 'param_key_g', 'strict_load_g', 'resume_state', 'experiments_root', 'models',
+         'training_states', 'log', 'visualization', 'results_root', 'root', 'init_from'}
+_LOGGER = {'print_freq', 'save_checkpoint_freq', 'use_tb_logger', 'wandb'}
+_WANDB = {'project', 'resume_id'}
+_DIST = {'backend', 'port', 'init_method', 'timeout'}
+_METRIC_COMMON = {'type', 'better'}
+# What a stage may override (issue: total_iter, optim_g, scheduler, losses, gt_size, batch size)
+_STAGE = {'name', 'train', 'datasets', 'val', 'logger', 'path'}
+_STRING_KEYS = {'name', 'type', 'model_type', 'dataroot_gt', 'dataroot_lq', 'meta_info_file', 'filename_tmpl',
+                'suffix', 'pretrain_network_g', 'param_key_g', 'resume_state', 'root', 'project', 'resume_id',
+                'color', 'phase', 'reduction', 'extractor', 'vgg_weights', 'negative', 'prefetch_mode',
+                'backend', 'init_from', 'port', 'device'}
+_FLOAT_RE = re.compile(r'^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$')
+
+
+def _suggest(key, allowed):
+    close = difflib.get_close_matches(str(key), sorted(allowed), n=1, cutoff=0.6)
+    return f'; did you mean {close[0]!r}?' if close else ''
+
+
+class _Checker:
+
+    def __init__(self, source):
+        self.source = source
+        self.errors = []
+
+    def err(self, path, msg):
+        self.errors.append(f'{self.source}: {path}: {msg}')
+
+    def keys(self, mapping, allowed, path):
+        if mapping is None:
+            return
+        if not isinstance(mapping, dict):
+            self.err(path, f'expected a mapping, got {type(mapping).__name__} {mapping!r}')
+            return
+        for k in mapping:
+            if k not in allowed:
+                self.err(f'{path}.{k}' if path else str(k),
+                         f'unknown key {k!r}{_suggest(k, allowed)} (allowed: {", ".join(sorted(allowed))})')
+
+    def strings_as_numbers(self, obj, path=''):
+        if isinstance(obj, dict):
+            for k, v in obj.items():
+                p = f'{path}.{k}' if path else str(k)
+                if isinstance(v, str) and k not in _STRING_KEYS and _FLOAT_RE.match(v.strip()):
+                    self.err(p, f'{v!r} was read as a string, not a number (YAML reads 1e-3 without a dot as '
+                             f'text); write `{k}: !!float {v}`')
+                else:
+                    self.strings_as_numbers(v, p)
+        elif isinstance(obj, list):
+            for i, v in enumerate(obj):
+                self.strings_as_numbers(v, f'{path}[{i}]')
+
+
+def _signature_keys(obj, skip=(), ignore_var_keyword=False):
+    """Keyword arguments a class or function accepts (None if it takes **kwargs: anything goes).
+
+    ``ignore_var_keyword``: treat ``**kwargs`` as accepting nothing (basicsr's metric functions take
+    ``**kwargs`` only to swallow extra keys, so a typo there would be silently ignored).
+    """
+    try:
+        params = inspect.signature(obj).parameters
+    except (TypeError, ValueError):
+        return None
+    if not ignore_var_keyword and any(p.kind == p.VAR_KEYWORD for p in params.values()):
+        return None
+    return {n for n, p in params.items() if n not in skip and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)}
+
+
+def _registered(registry, name, what, ck, path):
+    if name is None:
+        ck.err(f'{path}.type', f'missing; expected a registered {what}')
+        return None
+    try:
+        return registry.get(name)
+    except KeyError:
+        known = list(registry._obj_map)
+        ck.err(f'{path}.type', f'unknown {what} {name!r}{_suggest(name, known)}')
+        return None
+
+
+def _check_typed(section, registry, what, ck, path, skip=('self', )):
+    if section is None:
+        return
+    if not isinstance(section, dict):
+        ck.err(path, f'expected a mapping with a "type", got {section!r}')
+        return
+    cls = _registered(registry, section.get('type'), what, ck, path)
+    if cls is None:
+        return
+    allowed = _signature_keys(cls, skip)
+    if allowed is not None:
+        ck.keys(section, allowed | {'type'}, path)
+
+
+def _check_optim(section, ck, path):
+    import torch
+    if section is None:
+        return
+    name = section.get('type') if isinstance(section, dict) else None
+    cls = getattr(torch.optim, str(name), None) if name else None
+    if name != 'Adam':  # basicsr 1.4.2's get_optimizer supports Adam only
+        ck.err(f'{path}.type', f'{name!r} is not supported by basicsr 1.4.2 (only Adam)')
+        return
+    allowed = _signature_keys(cls, ('self', 'params'))
+    ck.keys(section, (allowed or set()) | {'type'}, path)
+    lr = section.get('lr')
+    if isinstance(lr, (int, float)) and lr <= 0:
+        ck.err(f'{path}.lr', f'must be > 0, got {lr}')
+
+
+def _check_scheduler(section, ck, path):
+    from basicsr.models import lr_scheduler
+    if section is None:
+        return
+    name = section.get('type') if isinstance(section, dict) else None
+    classes = {'MultiStepLR': lr_scheduler.MultiStepRestartLR, 'MultiStepRestartLR': lr_scheduler.MultiStepRestartLR,
+               'CosineAnnealingRestartLR': lr_scheduler.CosineAnnealingRestartLR}
+    if name not in classes:
+        ck.err(f'{path}.type', f'unknown scheduler {name!r}{_suggest(name, classes)} (allowed: {", ".join(classes)})')
+        return
+    ck.keys(section, _signature_keys(classes[name], ('self', 'optimizer', 'last_epoch')) | {'type'}, path)
+
+
+def _positive_int(value, ck, path, minimum=1):
+    if value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or int(value) != value or value < minimum:
+        ck.err(path, f'must be an integer >= {minimum}, got {value!r}')
+
+
+def check_options(opt, source='<options>', is_train=True):
+    """Check a (stage-merged) option dict against what BasicSR and our classes read.
+
+    Raises:
+        OptionError: listing every problem, each with the file, the key path and what was expected.
+    """
+    import rlfn_arch  # noqa: F401  registers our classes
+    from basicsr.utils.registry import ARCH_REGISTRY, DATASET_REGISTRY, LOSS_REGISTRY, METRIC_REGISTRY, MODEL_REGISTRY
+    ck = _Checker(source)
+    ck.keys(opt, _TOP, '')
+    ck.strings_as_numbers(opt)
+    scale = opt.get('scale')
+    if scale not in (2, 3, 4):
+        ck.err('scale', f'must be 2, 3 or 4, got {scale!r}')
+    if opt.get('num_gpu', 'auto') not in ('auto', ) and not (isinstance(opt.get('num_gpu'), int)
+                                                           and opt.get('num_gpu') >= 0):
+        ck.err('num_gpu', f'must be "auto" or an integer >= 0, got {opt.get("num_gpu")!r}')
+    if opt.get('model_type') is not None:
+        _registered(MODEL_REGISTRY, opt['model_type'], 'model', ck, 'model_type'.rsplit('.', 1)[0])
+    net = opt.get('network_g')
+    _check_typed(net, ARCH_REGISTRY, 'architecture', ck, 'network_g')
+    if isinstance(net, dict) and net.get('type') == 'RLFN' and 'upscale' in net and net['upscale'] != scale:
+        ck.err('network_g.upscale', f'{net["upscale"]} differs from scale: {scale}')
+    # datasets
+    datasets = opt.get('datasets')
+    if not isinstance(datasets, dict) or not datasets:
+        ck.err('datasets', 'missing or empty; expected train/val_*/test_* entries')
+        datasets = {}
+    for phase, ds in datasets.items():
+        p = f'datasets.{phase}'
+        if phase.split('_')[0] not in ('train', 'val', 'test'):
+            ck.err(p, 'phase names must be train, val[_*] or test[_*]')
+        if not isinstance(ds, dict):
+            ck.err(p, f'expected a mapping, got {ds!r}')
+            continue
+        cls = _registered(DATASET_REGISTRY, ds.get('type'), 'dataset', ck, p)
+        allowed = set(_DATASET_COMMON)
+        if cls is not None and cls.__name__ in ('PairedImageDataset', 'CheckedPairedImageDataset'):
+            allowed |= _PAIRED
+        elif cls is not None:
+            allowed = None  # other datasets read keys we do not model; accept them
+        if allowed is not None:
+            ck.keys(ds, allowed, p)
+        if isinstance(ds.get('io_backend'), dict):
+            ck.keys(ds['io_backend'], _IO_BACKEND, f'{p}.io_backend')
+        elif 'io_backend' not in ds:
+            ck.err(f'{p}.io_backend', 'missing; expected {type: disk} or {type: lmdb}')
+        if phase == 'train':
+            _positive_int(ds.get('batch_size_per_gpu'), ck, f'{p}.batch_size_per_gpu')
+            _positive_int(ds.get('num_worker_per_gpu'), ck, f'{p}.num_worker_per_gpu', 0)
+            gt = ds.get('gt_size')
+            _positive_int(gt, ck, f'{p}.gt_size')
+            if isinstance(gt, int) and scale in (2, 3, 4):
+                if gt % scale:
+                    ck.err(f'{p}.gt_size', f'{gt} is not divisible by scale {scale}')
+                elif gt // scale < 15:
+                    ck.err(f'{p}.gt_size', f'{gt} gives an LR patch of {gt // scale}px; RLFN needs at least 15 '
+                           f'(gt_size >= {15 * scale})')
+    if is_train and 'train' not in datasets:
+        ck.err('datasets.train', 'missing; a training option file needs a train dataset')
+    # train
+    train = opt.get('train')
+    if is_train:
+        if not isinstance(train, dict):
+            ck.err('train', 'missing; expected optim_g, scheduler, total_iter and a loss')
+            train = {}
+        ck.keys(train, _TRAIN_BASE, 'train')
+        _check_optim(train.get('optim_g'), ck, 'train.optim_g')
+        _check_scheduler(train.get('scheduler'), ck, 'train.scheduler')
+        _positive_int(train.get('total_iter'), ck, 'train.total_iter')
+        for loss_key in ('pixel_opt', 'perceptual_opt', 'contrastive_opt'):
+            _check_typed(train.get(loss_key), LOSS_REGISTRY, 'loss', ck, f'train.{loss_key}')
+        if train.get('contrastive_opt') and opt.get('model_type') != 'WarmStartModel':
+            ck.err('train.contrastive_opt', f'needs model_type: WarmStartModel (model_type is '
+                   f'{opt.get("model_type")!r}, which would ignore it: it cannot feed the loss the LR input)')
+        ema = train.get('ema_decay', 0)
+        if not isinstance(ema, (int, float)) or not 0 <= ema < 1:
+            ck.err('train.ema_decay', f'must be in [0, 1), got {ema!r}')
+        _positive_int(train.get('max_nonfinite'), ck, 'train.max_nonfinite')
+    # val
+    val = opt.get('val')
+    if val is not None:
+        ck.keys(val, _VAL, 'val')
+        if isinstance(val, dict):
+            _positive_int(val.get('val_freq'), ck, 'val.val_freq')
+            for mname, m in (val.get('metrics') or {}).items():
+                mp = f'val.metrics.{mname}'
+                fn = _registered(METRIC_REGISTRY, m.get('type') if isinstance(m, dict) else None, 'metric', ck, mp)
+                if fn is not None:
+                    ck.keys(m, (_signature_keys(fn, ('img', 'img2'), True) or set()) | _METRIC_COMMON, mp)
+    ck.keys(opt.get('path'), _PATH, 'path')
+    logger = opt.get('logger')
+    ck.keys(logger, _LOGGER, 'logger')
+    if isinstance(logger, dict):
+        ck.keys(logger.get('wandb'), _WANDB, 'logger.wandb')
+        _positive_int(logger.get('print_freq'), ck, 'logger.print_freq')
+        _positive_int(logger.get('save_checkpoint_freq'), ck, 'logger.save_checkpoint_freq')
+    ck.keys(opt.get('dist_params'), _DIST, 'dist_params')
+    if ck.errors:
+        raise OptionError('invalid options:\n  ' + '\n  '.join(ck.errors))
+
+
+def check_stage_entries(opt, source):
+    """Check the ``stages:`` list itself (names and which sections a stage may override)."""
+    stages = opt.get('stages')
+    if stages is None:
+        return
+    ck = _Checker(source)
+    if not isinstance(stages, list) or not stages:
+        raise OptionError(f'{source}: stages: expected a non-empty list of mappings with a "name"')
+    names = []
+    for i, st in enumerate(stages):
+        if not isinstance(st, dict) or not st.get('name'):
+            ck.err(f'stages[{i}]', 'each stage needs a "name"')
+            continue
+        name = str(st['name'])
+        if not re.fullmatch(r'[A-Za-z0-9_.-]+', name):
+            ck.err(f'stages[{i}].name', f'{name!r}: use letters, digits, "_", "-", "." only (it names a folder)')
+        names.append(name)
+        p = f'stages[{i}] ({name})'
+        ck.keys(st, _STAGE, p)
+        ck.keys(st.get('train'), _TRAIN_BASE - {'ema_decay'} | {'ema_decay'}, f'{p}.train')
+        for phase, ds in (st.get('datasets') or {}).items():
+            ck.keys(ds, _DATASET_COMMON | _PAIRED, f'{p}.datasets.{phase}')
+    dup = sorted({n for n in names if names.count(n) > 1})
+    if dup:
+        ck.err('stages', f'duplicate stage names {dup}')
+    if ck.errors:
+        raise OptionError('invalid options:\n  ' + '\n  '.join(ck.errors))

@@ -1,0 +1,130 @@
+"""Run-time option processing shared by ``rlfn_arch.train`` and ``rlfn_arch.test``.
+
+Mirrors the post-processing in basicsr's ``parse_options`` (dataset phase and scale, experiment and
+result folders, ``num_gpu: auto``) on options read by our safe loader, and resolves every relative
+path against the project root, so a command gives the same result from any working directory.
+"""
+import logging
+import os
+import sys
+from os import path as osp
+
+import torch
+
+from .options import OptionError
+
+_PACKAGE_DIR = osp.dirname(osp.dirname(osp.abspath(__file__)))
+
+
+def project_root(opt=None):
+    """Where ``experiments/``, ``results/`` and relative dataset paths live.
+
+    In order: ``path.root`` in the options, the ``RLFN_ROOT`` environment variable, the source checkout
+    holding the package (BasicSR's convention: the folder with ``setup.py``; an editable install),
+    else the current working directory.
+    """
+    root = (opt or {}).get('path', {}) or {}
+    root = root.get('root') if isinstance(root, dict) else None
+    if root:
+        return osp.abspath(osp.expanduser(root))
+    if os.environ.get('RLFN_ROOT'):
+        return osp.abspath(osp.expanduser(os.environ['RLFN_ROOT']))
+    checkout = osp.dirname(_PACKAGE_DIR)
+    if osp.isfile(osp.join(checkout, 'setup.py')):
+        return checkout
+    return os.getcwd()
+
+
+def resolve(path, root):
+    if path is None:
+        return None
+    path = osp.expanduser(str(path))
+    return path if osp.isabs(path) else osp.normpath(osp.join(root, path))
+
+
+def resolve_device(opt, source='<options>'):
+    """Fill ``num_gpu`` (BasicSR's device switch): 'auto' (the default) means every visible CUDA GPU."""
+    num_gpu = opt.get('num_gpu', 'auto')
+    available = torch.cuda.device_count()
+    if num_gpu == 'auto':
+        num_gpu = available
+    if num_gpu > available:
+        raise OptionError(f'{source}: num_gpu: {num_gpu} GPUs requested but {available} available '
+                          '(use num_gpu: auto or 0 for CPU)')
+    opt['num_gpu'] = num_gpu
+    return opt
+
+
+def finalize(opt, root, is_train, experiments_root=None, source='<options>'):
+    """BasicSR's parse_options post-processing, on an already-loaded and checked option dict."""
+    resolve_device(opt, source)
+    opt['is_train'] = is_train
+    opt.setdefault('dist', False)
+    opt.setdefault('rank', 0)
+    opt.setdefault('world_size', 1)
+    opt['root_path'] = root
+    for phase, dataset in opt['datasets'].items():
+        dataset['phase'] = phase.split('_')[0]
+        if 'scale' in opt:
+            dataset['scale'] = opt['scale']
+        for key in ('dataroot_gt', 'dataroot_lq', 'meta_info_file'):
+            if dataset.get(key) is not None:
+                dataset[key] = resolve(dataset[key], root)
+    opt.setdefault('path', {})
+    opt['path'].pop('root', None)  # consumed by project_root(); basicsr would mkdir every path value
+    for key, val in list(opt['path'].items()):
+        if val is not None and ('resume_state' in key or 'pretrain_network' in key):
+            opt['path'][key] = resolve(val, root)
+    if is_train:
+        exp = experiments_root or osp.join(root, 'experiments', opt['name'])
+        opt['path']['experiments_root'] = exp
+        opt['path']['models'] = osp.join(exp, 'models')
+        opt['path']['training_states'] = osp.join(exp, 'training_states')
+        opt['path']['log'] = exp
+        opt['path']['visualization'] = osp.join(exp, 'visualization')
+    else:
+        res = osp.join(root, 'results', opt['name'])
+        opt['path']['results_root'] = res
+        opt['path']['log'] = res
+        opt['path']['visualization'] = osp.join(res, 'visualization')
+    return opt
+
+
+class _PrefixFilter(logging.Filter):
+
+    def __init__(self, prefix):
+        super().__init__()
+        self.prefix = prefix
+
+    def filter(self, record):
+        if self.prefix and not getattr(record, '_rlfn_prefixed', False):
+            record.msg = f'[{self.prefix}] {record.msg}'
+            record._rlfn_prefixed = True
+        return True
+
+
+def reset_basicsr_logger():
+    """Forget basicsr's 'basicsr' logger so the next get_root_logger() opens a new log file."""
+    from basicsr.utils import logger as bl
+    lg = logging.getLogger('basicsr')
+    for h in list(lg.handlers):
+        lg.removeHandler(h)
+        h.close()
+    for f in list(lg.filters):
+        lg.removeFilter(f)
+    bl.initialized_logger.pop('basicsr', None)
+
+
+def logger_factory(original, prefix=None):
+    """Wrap basicsr's get_root_logger: console output to stdout, every line tagged with ``prefix``."""
+
+    def get_root_logger(*args, **kwargs):
+        lg = original(*args, **kwargs)
+        for h in lg.handlers:
+            if type(h) is logging.StreamHandler and h.stream is sys.stderr:
+                h.setStream(sys.stdout)
+        if prefix and not any(isinstance(f, _PrefixFilter) for f in lg.filters):
+            lg.addFilter(_PrefixFilter(prefix))
+        return lg
+
+    return get_root_logger

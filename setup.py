@@ -1,0 +1,37 @@
+#!/usr/bin/env python
+"""rlfn-basicsr: a trainable RLFN (Residual Local Feature Network) as a BasicSR plugin."""
+from setuptools import find_packages, setup
+
+setup(
+    name='rlfn-basicsr',
+    version='0.1.0',
+    description='Trainable RLFN (Kong et al., CVPRW 2022) for BasicSR: architecture, contrastive loss, '
+    'multi-stage warm-start training, data preparation, inference and export',
+    long_description=open('README.md', encoding='utf-8').read(),
+    long_description_content_type='text/markdown',
+    license='Apache-2.0',
+    packages=find_packages(include=['rlfn_arch', 'rlfn_arch.*']),
+    package_data={'rlfn_arch': ['presets/*.yml']},
+    python_requires='>=3.9',
+    install_requires=[
+        'basicsr==1.4.2',
+        'torch>=2.0',
+        'torchvision>=0.15',
+        'numpy',
+        'opencv-python',
+        'lmdb',
+        'pyyaml',
+        'scikit-image',
+        'tqdm',
+        'Pillow',
+    ],
+    extras_require={
+        'test': ['pytest>=7', 'hypothesis>=6'],
+        'export': ['onnx>=1.14', 'onnxruntime>=1.16', 'onnxscript'],
+    },
+    classifiers=[
+        'License :: OSI Approved :: Apache Software License',
+        'Programming Language :: Python :: 3',
+        'Topic :: Scientific/Engineering :: Image Processing',
+    ],
+)

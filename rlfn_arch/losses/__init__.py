@@ -1,0 +1,1 @@
+from .contrastive_loss import ContrastiveLoss, RandomTanhExtractor  # noqa: F401

@@ -1,0 +1,1 @@
+from .warmstart_model import NonFiniteLossError, WarmStartModel  # noqa: F401

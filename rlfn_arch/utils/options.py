@@ -59,8 +59,14 @@ def yaml_dump(obj):
     return yaml.dump(obj, Dumper=_OrderedDumper, sort_keys=False, default_flow_style=None)
 
 
-def load_options(path):
-    """Read an option file safely. Returns an OrderedDict."""
+def load_options(path, _seen=()):
+    """Read an option file safely. Returns an OrderedDict.
+
+    ``base: other.yml`` (relative to the file) is loaded first and this file is deep-merged into it,
+    so recipes share one file of common settings instead of copies. ``stages`` lists are replaced,
+    not merged.
+    """
+    import os
     try:
         with open(path, 'r', encoding='utf-8') as f:
             opt = yaml_load(f, source=path)
@@ -68,15 +74,30 @@ def load_options(path):
         raise OptionError(f'{path}: cannot read option file: {e.strerror or e}') from e
     if not isinstance(opt, dict):
         raise OptionError(f'{path}: an option file must be a YAML mapping, got {type(opt).__name__}')
+    base = opt.pop('base', None)
+    if base is not None:
+        base_path = os.path.normpath(os.path.join(os.path.dirname(os.path.abspath(path)), str(base)))
+        if base_path in _seen:
+            raise OptionError(f'{path}: base: {base} includes itself')
+        if not os.path.isfile(base_path):
+            raise OptionError(f'{path}: base: {base_path} not found')
+        opt = deep_merge(load_options(base_path, _seen + (base_path, )), opt)
     return opt
 
 
 def deep_merge(base, override):
-    """Return a copy of ``base`` with ``override`` merged in recursively (mappings merge, others replace)."""
+    """Return a copy of ``base`` with ``override`` merged in recursively (mappings merge, others replace).
+
+    A mapping whose ``type`` differs from the base's (say a scheduler changed from MultiStepLR to
+    CosineAnnealingRestartLR) replaces it whole: the old type's arguments would not fit.
+    """
     import copy
     out = copy.deepcopy(base)
     for k, v in override.items():
-        if isinstance(v, dict) and isinstance(out.get(k), dict):
+        old = out.get(k)
+        if isinstance(v, dict) and isinstance(old, dict) and 'type' in v and v['type'] != old.get('type'):
+            out[k] = copy.deepcopy(v)
+        elif isinstance(v, dict) and isinstance(old, dict):
             out[k] = deep_merge(out[k], v)
         else:
             out[k] = copy.deepcopy(v)

@@ -1,0 +1,115 @@
+"""Reading images for dataset preparation, with one documented behaviour per kind of bad input.
+
+| input                               | behaviour                                                      |
+|-------------------------------------|----------------------------------------------------------------|
+| unreadable, truncated, zero bytes,  | ``ImageReadError`` naming the file; the tools skip it and list |
+| not an image, symlink loop          | it in their summary                                            |
+| header claiming enormous dimensions | ``ImageReadError`` before decoding (limit: ``MAX_PIXELS``)     |
+| 16-bit                              | converted to 8-bit (round(v / 257)): BasicSR's loaders read    |
+|                                     | 8-bit; noted in the summary                                    |
+| RGBA / grey + alpha                 | alpha dropped (training data is RGB); noted                    |
+| greyscale                           | kept greyscale (BasicSR's loader expands it to 3 channels)     |
+"""
+import os
+
+import cv2
+import numpy as np
+
+IMG_EXTENSIONS = ('.png', '.jpg', '.jpeg', '.bmp', '.tif', '.tiff', '.webp', '.ppm', '.pgm')
+#: Refuse images above this many pixels before decoding (a 16k x 16k image is 268 M pixels).
+MAX_PIXELS = 16384 * 16384
+
+
+class ImageReadError(ValueError):
+    """An image that cannot be used, with the file and the reason."""
+
+
+def is_image_file(name):
+    return name.lower().endswith(IMG_EXTENSIONS)
+
+
+def list_images(folder):
+    """Sorted image file names in ``folder`` (not recursive) and the names of other entries.
+
+    Raises:
+        FileNotFoundError: with the folder's name when it does not exist.
+    """
+    if not os.path.isdir(folder):
+        raise FileNotFoundError(f'{folder}: not a folder')
+    images, others = [], []
+    for name in sorted(os.listdir(folder)):
+        if name.startswith('.'):
+            continue
+        full = os.path.join(folder, name)
+        (images if is_image_file(name) and not os.path.isdir(full) else others).append(name)
+    return images, others
+
+
+def _header_size(path):
+    """(width, height) from the file header without decoding, or None if PIL cannot tell."""
+    try:
+        from PIL import Image
+        Image.MAX_IMAGE_PIXELS = None  # we apply our own limit below
+        with Image.open(path) as im:
+            return im.size
+    except Exception:  # not identifiable by PIL: let OpenCV try and report
+        return None
+
+
+def read_image(path, notes=None):
+    """Read an image as uint8 BGR (H, W, 3) or greyscale (H, W).
+
+    Args:
+        path (str): the file.
+        notes (list | None): receives human-readable notes about conversions.
+
+    Raises:
+        ImageReadError: the file cannot be used; the message names the file.
+    """
+    notes = notes if notes is not None else []
+    try:
+        if not os.path.isfile(path):
+            raise ImageReadError(f'{path}: not a regular file')
+        if os.path.getsize(path) == 0:
+            raise ImageReadError(f'{path}: empty file (0 bytes)')
+    except OSError as e:  # symlink loops, permissions
+        raise ImageReadError(f'{path}: cannot access: {e.strerror or e}') from e
+    size = _header_size(path)
+    if size is not None and size[0] * size[1] > MAX_PIXELS:
+        raise ImageReadError(f'{path}: header claims {size[0]}x{size[1]} pixels, above the limit of '
+                             f'{MAX_PIXELS:,} pixels')
+    try:
+        data = np.fromfile(path, dtype=np.uint8)
+        img = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
+    except (cv2.error, OSError, MemoryError) as e:
+        raise ImageReadError(f'{path}: cannot decode: {e}') from e
+    if img is None or img.size == 0:
+        raise ImageReadError(f'{path}: not a readable image (truncated, corrupt or not an image)')
+    if img.dtype == np.uint16:
+        img = np.clip(np.floor(img.astype(np.float64) / 257.0 + 0.5), 0, 255).astype(np.uint8)
+        notes.append(f'{path}: 16-bit converted to 8-bit')
+    elif img.dtype != np.uint8:
+        raise ImageReadError(f'{path}: unsupported pixel type {img.dtype} (expected 8- or 16-bit)')
+    if img.ndim == 3 and img.shape[2] == 4:
+        img = img[:, :, :3]
+        notes.append(f'{path}: alpha channel dropped')
+    elif img.ndim == 3 and img.shape[2] == 2:
+        img = img[:, :, 0]
+        notes.append(f'{path}: alpha channel dropped')
+    elif img.ndim == 3 and img.shape[2] == 1:
+        img = img[:, :, 0]
+    return img
+
+
+def write_png(path, img):
+    """Write a PNG atomically (temporary name, then rename), so no partial file is left behind."""
+    folder = os.path.dirname(path) or '.'
+    os.makedirs(folder, exist_ok=True)
+    tmp = os.path.join(folder, f'.{os.path.basename(path)}.{os.getpid()}.tmp.png')
+    try:
+        if not cv2.imwrite(tmp, img):
+            raise OSError(f'cannot write {path}')
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)

@@ -1,0 +1,197 @@
+"""WarmStartModel: BasicSR's SRModel plus the contrastive loss, crash-safe saving and non-finite guards.
+
+Overrides only what SRModel cannot do:
+
+* ``init_training_settings``: also builds ``train.contrastive_opt`` (SRModel would silently ignore it).
+* ``optimize_parameters``: feeds the contrastive loss ``lq``; logs ``l_pix``, ``l_contrast``,
+  ``l_total``; skips the update on a non-finite loss or gradient and stops after
+  ``train.max_nonfinite`` in a row (default 10).
+* ``save_network`` / ``save_training_state``: atomic writes (temporary file + rename), clear errors
+  instead of basicsr's "Just ignore it", never a checkpoint with non-finite weights; the training
+  state also holds the torch / numpy / Python RNG states.
+* ``resume_training``: restores those RNG states too.
+* ``load_network``: ``weights_only=True`` loading, CUDA-saved files open on CPU.
+* ``model_to_device``: DistributedDataParallel without CUDA ``device_ids`` on CPU (gloo).
+"""
+import os
+import random
+from collections import OrderedDict
+
+import numpy as np
+import torch
+from torch.nn.parallel import DistributedDataParallel
+
+from basicsr.losses import build_loss
+from basicsr.models.sr_model import SRModel
+from basicsr.utils import get_root_logger
+from basicsr.utils.dist_util import master_only
+from basicsr.utils.registry import MODEL_REGISTRY
+
+from rlfn_arch.utils.checkpoint import atomic_save, safe_load
+
+
+class NonFiniteLossError(RuntimeError):
+    """Too many consecutive non-finite losses or gradients."""
+
+
+def rng_state():
+    """Torch (CPU and CUDA), numpy and Python RNG states in a ``weights_only``-loadable form."""
+    np_state = np.random.get_state()
+    state = {
+        'torch': torch.get_rng_state(),
+        'numpy': {'keys': torch.from_numpy(np_state[1].astype(np.int64)), 'pos': int(np_state[2]),
+                  'has_gauss': int(np_state[3]), 'gauss': float(np_state[4])},
+        'python': random.getstate(),
+    }
+    if torch.cuda.is_available():
+        state['cuda'] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state):
+    torch.set_rng_state(state['torch'])
+    n = state['numpy']
+    np.random.set_state(('MT19937', n['keys'].numpy().astype(np.uint32), n['pos'], n['has_gauss'], n['gauss']))
+    py = state['python']
+    random.setstate((py[0], tuple(py[1]), py[2]))
+    if 'cuda' in state and torch.cuda.is_available() and len(state['cuda']) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all(state['cuda'])
+
+
+@MODEL_REGISTRY.register()
+class WarmStartModel(SRModel):
+    """SRModel with the contrastive loss and the safety guards listed in the module docstring."""
+
+    def model_to_device(self, net):
+        if self.opt['dist'] and self.device.type != 'cuda':
+            net = net.to(self.device)
+            return DistributedDataParallel(net, find_unused_parameters=self.opt.get('find_unused_parameters', False))
+        return super().model_to_device(net)
+
+    def init_training_settings(self):
+        train_opt = self.opt['train']
+        self.cri_contrast = build_loss(train_opt['contrastive_opt']).to(self.device) \
+            if train_opt.get('contrastive_opt') else None
+        self.max_nonfinite = int(train_opt.get('max_nonfinite', 10))
+        self.nonfinite_count = 0
+        super().init_training_settings()
+
+    def _stage(self):
+        return self.opt.get('stage') or self.opt['name']
+
+    def _all_finite(self, value):
+        """True on every rank iff finite on every rank (so no rank skips a DDP all-reduce alone)."""
+        flag = torch.tensor([1.0 if bool(torch.isfinite(value).all()) else 0.0], device=self.device)
+        if self.opt['dist']:
+            torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MIN)
+        return bool(flag.item() == 1.0)
+
+    def optimize_parameters(self, current_iter):
+        self.optimizer_g.zero_grad(set_to_none=True)
+        self.output = self.net_g(self.lq)
+
+        l_total = 0
+        loss_dict = OrderedDict()
+        if self.cri_pix:
+            l_pix = self.cri_pix(self.output, self.gt)
+            l_total += l_pix
+            loss_dict['l_pix'] = l_pix
+        if self.cri_perceptual:
+            l_percep, l_style = self.cri_perceptual(self.output, self.gt)
+            for name, value in (('l_percep', l_percep), ('l_style', l_style)):
+                if value is not None:
+                    l_total += value
+                    loss_dict[name] = value
+        if self.cri_contrast:
+            l_contrast = self.cri_contrast(self.output, self.gt, self.lq)
+            l_total += l_contrast
+            loss_dict['l_contrast'] = l_contrast
+        loss_dict['l_total'] = l_total
+
+        ok = self._all_finite(l_total.detach())
+        what = 'loss'
+        if ok:
+            l_total.backward()
+            grads = [p.grad for p in self.net_g.parameters() if p.grad is not None]
+            gnorm = torch.stack([g.detach().float().norm() for g in grads]).sum() if grads else torch.zeros(1)
+            ok = self._all_finite(gnorm)
+            what = 'gradient'
+        if ok:
+            self.optimizer_g.step()
+            self.nonfinite_count = 0
+            if self.ema_decay > 0:
+                self.model_ema(decay=self.ema_decay)
+        else:
+            self.optimizer_g.zero_grad(set_to_none=True)
+            self.nonfinite_count += 1
+            logger = get_root_logger()
+            logger.warning(f'non-finite {what} at iter {current_iter} (stage {self._stage()}): update skipped '
+                           f'({self.nonfinite_count} in a row, limit train.max_nonfinite={self.max_nonfinite})')
+            if self.nonfinite_count >= self.max_nonfinite:
+                raise NonFiniteLossError(
+                    f'stage {self._stage()}: {self.nonfinite_count} consecutive non-finite losses/gradients at iter '
+                    f'{current_iter}; stopping. The last good checkpoint in {self.opt["path"]["models"]} is intact. '
+                    'Lower the learning rate or check the data, then resume with --auto_resume.')
+        self.log_dict = self.reduce_loss_dict(OrderedDict(
+            (k, v.detach() if torch.is_tensor(v) else torch.tensor(float(v))) for k, v in loss_dict.items()))
+
+    # ------------------------------------------------------------------------------------ saving
+    def _check_finite_weights(self, nets, what):
+        for net in nets:
+            for name, p in self.get_bare_model(net).state_dict().items():
+                if p.is_floating_point() and not torch.isfinite(p).all():
+                    raise NonFiniteLossError(f'refusing to save {what}: {name} has non-finite values '
+                                             f'(stage {self._stage()})')
+
+    @master_only
+    def save_network(self, net, net_label, current_iter, param_key='params'):
+        label = 'latest' if current_iter == -1 else current_iter
+        save_path = os.path.join(self.opt['path']['models'], f'{net_label}_{label}.pth')
+        nets = net if isinstance(net, list) else [net]
+        keys = param_key if isinstance(param_key, list) else [param_key]
+        self._check_finite_weights(nets, save_path)
+        save_dict = {}
+        for net_, key in zip(nets, keys):
+            state_dict = self.get_bare_model(net_).state_dict()
+            save_dict[key] = OrderedDict((k[7:] if k.startswith('module.') else k, v.detach().cpu().clone())
+                                         for k, v in state_dict.items())
+        atomic_save(save_dict, save_path)
+
+    @master_only
+    def save_training_state(self, epoch, current_iter):
+        if current_iter == -1:
+            return
+        state = {'epoch': epoch, 'iter': current_iter, 'optimizers': [o.state_dict() for o in self.optimizers],
+                 'schedulers': [s.state_dict() for s in self.schedulers], 'rng': rng_state(),
+                 'stage': self._stage()}
+        atomic_save(state, os.path.join(self.opt['path']['training_states'], f'{current_iter}.state'))
+
+    def resume_training(self, resume_state):
+        super().resume_training(resume_state)
+        if 'rng' in resume_state:
+            set_rng_state(resume_state['rng'])
+
+    def load_network(self, net, load_path, strict=True, param_key='params'):
+        logger = get_root_logger()
+        net = self.get_bare_model(net)
+        load_net = safe_load(load_path)
+        if param_key is not None:
+            if param_key not in load_net and 'params' in load_net:
+                logger.info(f'Loading: {param_key} does not exist in {load_path}, use params.')
+                param_key = 'params'
+            if param_key not in load_net:
+                raise KeyError(f'{load_path}: no "{param_key}" entry (keys: {list(load_net)[:5]})')
+            load_net = load_net[param_key]
+        logger.info(f'Loading {net.__class__.__name__} model from {load_path}, with param key: [{param_key}].')
+        load_net = OrderedDict((k[7:] if k.startswith('module.') else k, v) for k, v in load_net.items())
+        self._print_different_keys_loading(net, load_net, strict)
+        net.load_state_dict(load_net, strict=strict)
+
+
+def _allow_list():
+    """Types our training states hold besides tensors and builtins (for ``weights_only=True``)."""
+    from collections import Counter
+    torch.serialization.add_safe_globals([Counter])
+
+
+_allow_list()

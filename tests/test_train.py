@@ -1,0 +1,191 @@
+import glob
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+import yaml
+
+from conftest import REPO, make_pairs, run_module
+from rlfn_arch.utils.checkpoint import safe_load
+
+
+def tiny_options(tmp_path, stage_iters=(4, 4, 4), save_freq=2, scale=4, extra_stage2=None):
+    """A three-stage option file on tiny data; experiments go under tmp_path (path.root)."""
+    hr, lr = make_pairs(str(tmp_path / 'data'), n=6, size=(80, 80), scale=scale)
+    opt = {
+        'name': 'tiny', 'model_type': 'WarmStartModel', 'scale': scale, 'num_gpu': 0, 'manual_seed': 0,
+        'datasets': {
+            'train': {'name': 'tiny_train', 'type': 'PairedImageDataset', 'dataroot_gt': hr, 'dataroot_lq': lr,
+                      'filename_tmpl': '{}x%d' % scale, 'io_backend': {'type': 'disk'}, 'gt_size': 16 * scale,
+                      'use_hflip': True, 'use_rot': True, 'num_worker_per_gpu': 0, 'batch_size_per_gpu': 2,
+                      'dataset_enlarge_ratio': 1},
+            'val': {'name': 'tiny_val', 'type': 'PairedImageDataset', 'dataroot_gt': hr, 'dataroot_lq': lr,
+                    'filename_tmpl': '{}x%d' % scale, 'io_backend': {'type': 'disk'}}},
+        'network_g': {'type': 'RLFN', 'upscale': scale, 'feature_channels': 8, 'mid_channels': 8, 'num_blocks': 1},
+        'path': {'root': str(tmp_path), 'pretrain_network_g': None, 'strict_load_g': True},
+        'train': {'ema_decay': 0, 'optim_g': {'type': 'Adam', 'lr': 1e-3, 'betas': [0.9, 0.99]},
+                  'scheduler': {'type': 'MultiStepLR', 'milestones': [1000], 'gamma': 0.5},
+                  'total_iter': stage_iters[0], 'warmup_iter': -1,
+                  'pixel_opt': {'type': 'L1Loss', 'loss_weight': 1.0, 'reduction': 'mean'}},
+        'val': {'val_freq': 1000, 'save_img': False,
+                'metrics': {'psnr': {'type': 'calculate_psnr', 'crop_border': scale, 'test_y_channel': True}}},
+        'logger': {'print_freq': 1, 'save_checkpoint_freq': save_freq, 'use_tb_logger': False},
+        'stages': [
+            {'name': 's1'},
+            {'name': 's2', 'train': {'total_iter': stage_iters[1], 'optim_g': {'lr': 5e-4}, **(extra_stage2 or {})}},
+            {'name': 's3', 'train': {'total_iter': stage_iters[2], 'contrastive_opt': {
+                'type': 'ContrastiveLoss', 'loss_weight': 0.1, 'num_features': 4}}},
+        ],
+    }
+    path = tmp_path / 'tiny.yml'
+    path.write_text(yaml.safe_dump(opt, sort_keys=False))
+    return path, tmp_path / 'experiments' / 'tiny'
+
+
+def _logs(stage_dir):
+    return '\n'.join(open(p).read() for p in sorted(glob.glob(os.path.join(stage_dir, 'train_*.log'))))
+
+
+def test_three_stages_end_to_end(tmp_path):
+    yml, exp = tiny_options(tmp_path, stage_iters=(3, 2, 2), save_freq=1)
+    proc = run_module('rlfn_arch.train', '-opt', yml)
+    records = json.loads((exp / 'stages.json').read_text())['stages']
+    assert [records[s]['status'] for s in ('s1', 's2', 's3')] == ['done'] * 3
+    # stage k > 1 starts bit for bit from stage k-1's final weights
+    for prev, cur in (('s1', 's2'), ('s2', 's3')):
+        final = safe_load(exp / prev / 'models' / 'net_g_latest.pth')['params']
+        init = safe_load(exp / cur / 'models' / 'net_g_init.pth')['params']
+        assert final.keys() == init.keys() and all(torch.equal(final[k], init[k]) for k in final)
+    # ... and trains them
+    s1_init = safe_load(exp / 's1' / 'models' / 'net_g_init.pth')['params']
+    s1_final = safe_load(exp / 's1' / 'models' / 'net_g_latest.pth')['params']
+    assert any(not torch.equal(s1_init[k], s1_final[k]) for k in s1_init)
+    # a fresh optimizer and scheduler: step counts restart, the learning rate is the stage's initial one
+    st = safe_load(exp / 's2' / 'training_states' / '1.state')
+    steps = {int(v['step']) for v in st['optimizers'][0]['state'].values()}
+    assert steps == {1}
+    assert st['optimizers'][0]['param_groups'][0]['lr'] == pytest.approx(5e-4)
+    assert st['optimizers'][0]['param_groups'][0]['initial_lr'] == pytest.approx(5e-4)
+    # l_contrast only where configured; the stage named on the log lines
+    assert 'l_contrast' not in _logs(exp / 's1') and 'l_contrast' not in _logs(exp / 's2')
+    assert 'l_contrast' in _logs(exp / 's3') and '[s3]' in _logs(exp / 's3')
+    for s in ('s1', 's2', 's3'):
+        assert 'l_pix' in _logs(exp / s) and 'l_total' in _logs(exp / s)
+        assert os.path.isdir(exp / s / 'training_states') and os.path.isdir(exp / s / 'models')
+    assert (exp / 'net_g_final.pth').is_file()
+    final = safe_load(exp / 'net_g_final.pth')['params']
+    last = safe_load(exp / 's3' / 'models' / 'net_g_latest.pth')['params']
+    assert all(torch.equal(final[k], last[k]) for k in final)
+    assert '| stage' in proc.stdout and 'bicubic x4' in proc.stdout and 'PSNR-Y' in proc.stdout
+
+
+def _iters_in_log(stage_dir):
+    import re
+    return sorted({int(m.replace(',', '')) for m in re.findall(r'iter:\s+([\d,]+)', _logs(stage_dir))})
+
+
+def test_sigkill_in_stage2_then_auto_resume_from_another_directory(tmp_path):
+    yml, exp = tiny_options(tmp_path, stage_iters=(3, 400, 2), save_freq=3)
+    env = dict(os.environ, PYTHONUNBUFFERED='1', OMP_NUM_THREADS='1')
+    p = subprocess.Popen([sys.executable, '-m', 'rlfn_arch.train', '-opt', str(yml)], cwd=REPO, env=env,
+                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    target = exp / 's2' / 'training_states' / '9.state'
+    deadline = time.time() + 240
+    while not target.exists() and time.time() < deadline and p.poll() is None:
+        time.sleep(0.05)
+    assert target.exists(), 'stage 2 did not reach iteration 9'
+    p.send_signal(signal.SIGKILL)
+    p.wait()
+    s1_final_before = (exp / 's1' / 'models' / 'net_g_latest.pth').read_bytes()
+    records = json.loads((exp / 'stages.json').read_text())['stages']
+    assert records['s1']['status'] == 'done' and records['s2']['status'] == 'running'
+    other = tmp_path / 'elsewhere'
+    other.mkdir()
+    proc = run_module('rlfn_arch.train', '-opt', yml, '--auto_resume', cwd=other)
+    assert '[s1] already finished' in proc.stdout
+    assert '[s2] resuming from' in proc.stdout
+    records = json.loads((exp / 'stages.json').read_text())['stages']
+    assert [records[s]['status'] for s in ('s1', 's2', 's3')] == ['done'] * 3
+    assert (exp / 's1' / 'models' / 'net_g_latest.pth').read_bytes() == s1_final_before  # not rerun
+    assert not glob.glob(str(tmp_path / 'experiments' / 'tiny_archived*'))
+    assert not os.path.exists(other / 'experiments')
+    # the same iterations as an uninterrupted run: stage 2 ends at exactly 400, nothing lost or repeated
+    iters = _iters_in_log(exp / 's2')
+    assert iters[-1] == 400 and iters == list(range(iters[0], 401))
+    st = safe_load(exp / 's2' / 'training_states' / '399.state')
+    assert st['iter'] == 399 and {int(v['step']) for v in st['optimizers'][0]['state'].values()} == {399}
+
+
+def test_truncated_latest_state_is_skipped_with_a_warning(tmp_path):
+    from rlfn_arch.train import find_resume_state
+    yml, exp = tiny_options(tmp_path, stage_iters=(4, 1, 1), save_freq=2)
+    run_module('rlfn_arch.train', '-opt', yml)
+    stage = exp / 's1'
+    latest = stage / 'training_states' / '4.state'
+    latest.write_bytes(latest.read_bytes()[:100])
+    messages = []
+    state, path = find_resume_state(str(stage), torch.device('cpu'), log=messages.append)
+    assert state['iter'] == 2 and path.endswith('2.state')
+    assert any('4.state' in m and 'WARNING' in m for m in messages)
+
+
+def test_plain_option_file_without_stages_trains_as_one_stage(tmp_path):
+    yml, exp = tiny_options(tmp_path, stage_iters=(2, 1, 1))
+    opt = yaml.safe_load(yml.read_text())
+    opt.pop('stages')
+    yml.write_text(yaml.safe_dump(opt, sort_keys=False))
+    run_module('rlfn_arch.train', '-opt', yml)
+    assert (exp / 'models' / 'net_g_latest.pth').is_file() and (exp / 'net_g_final.pth').is_file()
+
+
+def test_nonfinite_losses_skip_updates_then_stop_with_the_last_good_checkpoint_intact(tmp_path):
+    yml, exp = tiny_options(tmp_path, stage_iters=(2, 20, 1), save_freq=1,
+                            extra_stage2={'pixel_opt': {'loss_weight': float('nan')}, 'max_nonfinite': 3})
+    proc = run_module('rlfn_arch.train', '-opt', yml, check=False)
+    assert proc.returncode != 0
+    out = proc.stdout + proc.stderr
+    assert 'non-finite loss at iter 1 (stage s2)' in out
+    assert '3 consecutive non-finite' in out and 'last good checkpoint' in out
+    for f in glob.glob(str(exp / '**' / '*.pth'), recursive=True):
+        params = safe_load(f)['params']
+        assert all(torch.isfinite(v).all() for v in params.values()), f
+    s2_init = safe_load(exp / 's2' / 'models' / 'net_g_init.pth')['params']
+    s2_iter2 = safe_load(exp / 's2' / 'models' / 'net_g_2.pth')['params']
+    assert all(torch.equal(s2_init[k], s2_iter2[k]) for k in s2_init)  # no update was applied
+
+
+def test_write_failure_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
+    import errno
+
+    from rlfn_arch.utils import checkpoint
+    target = tmp_path / 'net.pth'
+    checkpoint.atomic_save({'params': {'w': torch.ones(3)}}, target)
+    before = target.read_bytes()
+
+    def full_disk(obj, f, *a, **k):
+        f.write(b'partial')
+        raise OSError(errno.ENOSPC, 'No space left on device')
+
+    monkeypatch.setattr(checkpoint.torch, 'save', full_disk)
+    with pytest.raises(OSError, match='cannot write .*net.pth: No space left'):
+        checkpoint.atomic_save({'params': {'w': torch.zeros(3)}}, target)
+    assert target.read_bytes() == before
+    assert os.listdir(tmp_path) == ['net.pth']
+    with pytest.raises(OSError, match='cannot write'):
+        checkpoint.atomic_save({'x': 1}, tmp_path / 'net.pth' / 'sub.pth')  # parent is a file
+
+
+def test_stage_iterations_are_exact_with_drop_last(tmp_path):
+    # 6 images, batch 4 with drop_last: 1 batch per epoch; basicsr 1.4.2 would count 2 and stop early
+    yml, exp = tiny_options(tmp_path, stage_iters=(5, 1, 1))
+    opt = yaml.safe_load(yml.read_text())
+    opt['datasets']['train']['batch_size_per_gpu'] = 4
+    opt['stages'] = opt['stages'][:1]
+    yml.write_text(yaml.safe_dump(opt, sort_keys=False))
+    run_module('rlfn_arch.train', '-opt', yml)
+    assert _iters_in_log(exp / 's1')[-1] == 5

@@ -220,12 +220,21 @@ def run_stage(opt, args, stage_dir, resume_state, stage_label, log_every_line=Tr
                 mock.patch.object(bt, 'load_resume_state', load_resume_state), \
                 mock.patch.object(bt, 'create_train_val_dataloader', create_train_val_dataloader), \
                 mock.patch.object(bt, 'build_model', build_model), \
+                mock.patch.object(bt, 'make_exp_dirs', _make_exp_dirs), \
                 mock.patch.object(bt, 'get_root_logger', logger_factory(bt.get_root_logger, stage_label)):
             bt.train_pipeline(stage_dir)
     finally:
         os.unlink(tmp_yml)
         reset_basicsr_logger()
     return captured.get('model')
+
+
+def _make_exp_dirs(opt):
+    """basicsr's make_exp_dirs without its rename: train_stages already archived or cleaned the folder."""
+    if opt['rank'] == 0:
+        for key, path in opt['path'].items():
+            if key in ('experiments_root', 'models', 'training_states', 'log', 'visualization') and path:
+                os.makedirs(path, exist_ok=True)
 
 
 def _plain(obj):
@@ -365,7 +374,11 @@ def train_stages(args, raw, stage_list, root):
             if resume_state is not None:
                 print(f'[{label}] resuming from {state_path} (iter {resume_state["iter"]})', flush=True)
         if resume_state is None and rank == 0 and osp.isdir(stage_dir):
-            shutil.rmtree(stage_dir)  # an unfinished stage with nothing to resume from restarts cleanly
+            # an unfinished stage with nothing to resume from restarts cleanly (stages.json stays)
+            for entry in os.listdir(stage_dir):
+                full = osp.join(stage_dir, entry)
+                if entry != STAGES_JSON:
+                    shutil.rmtree(full) if osp.isdir(full) and not osp.islink(full) else os.unlink(full)
         barrier()
         records.update(label, status='running', init_from=opt['path'].get('pretrain_network_g'),
                        total_iter=opt['train']['total_iter'])

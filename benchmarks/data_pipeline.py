@@ -1,0 +1,100 @@
+"""Training batches per second from the LMDB and from the plain folder backend (batch 16, HR patch 256,
+x4, 2 workers), side by side in one run, against the batches per second RLFN-S x4 consumes in training.
+
+    python benchmarks/data_pipeline.py [--batches 40]
+
+Uses the embedded sample dataset (built if missing): its LMDBs, and the same sub-images written to
+folders, so both backends read identical data through basicsr's PairedImageDataset.
+"""
+import argparse
+import os
+import shutil
+import tempfile
+import time
+
+
+import numpy as np
+import torch
+
+import rlfn_arch  # noqa: F401
+from rlfn_arch.archs import PRESETS, RLFN
+from rlfn_arch.prepare import cmd_sample, sample_ready
+from rlfn_arch.utils.runtime import project_root
+
+from _common import report
+
+
+
+
+def loader(gt, lq, backend, batch, workers, gt_size):
+    from basicsr.data import build_dataloader
+    from basicsr.data.paired_image_dataset import PairedImageDataset
+    opt = {'name': backend, 'type': 'PairedImageDataset', 'dataroot_gt': gt, 'dataroot_lq': lq,
+           'io_backend': {'type': backend}, 'gt_size': gt_size, 'use_hflip': True, 'use_rot': True, 'phase': 'train',
+           'scale': 4, 'num_worker_per_gpu': workers, 'batch_size_per_gpu': batch, 'filename_tmpl': '{}'}
+    ds = PairedImageDataset(opt)
+    return build_dataloader(ds, opt, num_gpu=0, dist=False, sampler=None, seed=0)
+
+
+def batches_per_second(dl, n):
+    it = iter(dl)
+    next(it)  # start the workers
+    t, k = time.perf_counter(), 0
+    while k < n:
+        try:
+            next(it)
+        except StopIteration:
+            it = iter(dl)
+            continue
+        k += 1
+    return n / (time.perf_counter() - t)
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
+    p.add_argument('--batches', type=int, default=40)
+    p.add_argument('--batch', type=int, default=16)
+    p.add_argument('--gt_size', type=int, default=256)
+    p.add_argument('--workers', type=int, default=2)
+    p.add_argument('--threads', type=int, default=2, help='torch threads for the training step')
+    args = p.parse_args()
+    sample = os.path.join(project_root(), 'datasets', 'sample')
+    if not sample_ready(sample):
+        cmd_sample(sample)
+    # the sample's sub-images are 192px; for 256px patches, cut larger ones into a temporary LMDB
+    from rlfn_arch.prepare import cmd_lmdb, cmd_subimages
+    tmp = tempfile.mkdtemp(prefix='rlfn_bench_')
+    try:
+        train = os.path.join(sample, 'train')
+        cmd_subimages(os.path.join(train, 'HR'), os.path.join(tmp, 'hr'), crop=384, step=192, thresh=48,
+                      lr_dir=os.path.join(train, 'LR_bicubic', 'X4'), lr_out=os.path.join(tmp, 'lr'), scale=4)
+        cmd_lmdb(os.path.join(tmp, 'hr'), os.path.join(tmp, 'hr.lmdb'))
+        cmd_lmdb(os.path.join(tmp, 'lr'), os.path.join(tmp, 'lr.lmdb'))
+        rows = []
+        for backend, gt, lq in (('lmdb', 'hr.lmdb', 'lr.lmdb'), ('disk', 'hr', 'lr')):
+            dl = loader(os.path.join(tmp, gt), os.path.join(tmp, lq), backend, args.batch, args.workers, args.gt_size)
+            rows.append({'source': f'{backend} ({args.workers} workers)',
+                         'batches_per_s': batches_per_second(dl, args.batches)})
+        torch.set_num_threads(args.threads)
+        net = RLFN(upscale=4, **PRESETS['rlfn_s'])
+        opt = torch.optim.Adam(net.parameters(), 1e-4)
+        lqb, gtb = torch.rand(args.batch, 3, args.gt_size // 4, args.gt_size // 4), torch.rand(args.batch, 3, args.gt_size, args.gt_size)
+        times = []
+        for i in range(6):
+            t = time.perf_counter()
+            opt.zero_grad()
+            (net(lqb) - gtb).abs().mean().backward()
+            opt.step()
+            times.append(time.perf_counter() - t)
+        consume = 1 / float(np.median(times[1:]))
+        rows.append({'source': f'RLFN-S x4 training consumes ({args.threads} threads)', 'batches_per_s': consume})
+        for r in rows[:2]:
+            r['x_consumption'] = r['batches_per_s'] / consume
+        report('data_pipeline', rows, ['source', 'batches_per_s', 'x_consumption'],
+               {'batch': args.batch, 'gt_size': args.gt_size, 'scale': 4})
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == '__main__':
+    main()

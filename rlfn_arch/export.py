@@ -1,0 +1,109 @@
+"""Export RLFN to ONNX and check it: ``python -m rlfn_arch.export --model_path FILE --output model.onnx``.
+
+Opset 17 (default), dynamic batch, height and width. ESA's resize back to the input's own size and
+PixelShuffle (DepthToSpace) export with dynamic shapes. The exported graph is run with onnxruntime on
+several input sizes and compared with PyTorch; the command prints the check and fails when the max abs
+difference exceeds ``--atol`` (1e-4, in [0, 1]). ``--fp16`` also writes an fp16 model for GPU runtimes.
+"""
+import argparse
+import os
+import sys
+
+import numpy as np
+import torch
+
+import rlfn_arch  # noqa: F401
+
+CHECK_SIZES = [(15, 15), (17, 23), (64, 64), (120, 80), (256, 256)]
+
+
+class _Export(torch.nn.Module):
+    """The network without the small-input padding branch (ONNX graphs have no Python control flow):
+    exported models need inputs of at least 15x15."""
+
+    def __init__(self, net):
+        super().__init__()
+        self.net = net
+
+    def forward(self, x):
+        return self.net.forward_features(x)
+
+
+def export_onnx(net, path, opset=17):
+    net = net.eval().cpu()
+    tmp = path + '.tmp'
+    x = torch.rand(1, net.conv_1.in_channels, 32, 32)
+    torch.onnx.export(_Export(net), (x, ), tmp, opset_version=opset, input_names=['lq'], output_names=['sr'],
+                      dynamic_axes={'lq': {0: 'batch', 2: 'height', 3: 'width'},
+                                    'sr': {0: 'batch', 2: 'out_height', 3: 'out_width'}}, dynamo=False)
+    os.replace(tmp, path)
+    return path
+
+
+def check_onnx(net, path, sizes=CHECK_SIZES, batch=1, seed=0):
+    """Max abs difference between onnxruntime and PyTorch per size: list of (h, w, diff)."""
+    import onnxruntime as ort
+    sess = ort.InferenceSession(path, providers=['CPUExecutionProvider'])
+    g = torch.Generator().manual_seed(seed)
+    out = []
+    for h, w in sizes:
+        x = torch.rand(batch, 3, h, w, generator=g)
+        with torch.inference_mode():
+            ref = net.eval().cpu()(x).numpy()
+        got = sess.run(['sr'], {'lq': x.numpy()})[0]
+        if got.shape != ref.shape:
+            raise AssertionError(f'{path}: output {got.shape} for input {tuple(x.shape)}, PyTorch gives {ref.shape}')
+        out.append((h, w, float(np.abs(got - ref).max())))
+    return out
+
+
+def to_fp16(path, out_path):
+    import onnx
+    try:
+        from onnxconverter_common import float16
+        model = float16.convert_float_to_float16(onnx.load(path), keep_io_types=True)
+    except ImportError:
+        raise SystemExit('error: --fp16 needs onnxconverter-common (pip install onnxconverter-common)')
+    onnx.save(model, out_path)
+    return out_path
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(prog='python -m rlfn_arch.export', description=__doc__.split('\n\n')[0])
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument('--model_path', help='checkpoint; network settings read from its tensors')
+    src.add_argument('--preset', choices=['rlfn', 'rlfn_s', 'rlfn_ntire'], help='random weights (testing)')
+    p.add_argument('--opt', default=None, help='option file whose network_g to use')
+    p.add_argument('--scale', type=int, default=4, choices=[2, 3, 4])
+    p.add_argument('--output', required=True, help='the .onnx file to write')
+    p.add_argument('--opset', type=int, default=17)
+    p.add_argument('--atol', type=float, default=1e-4)
+    p.add_argument('--fp16', action='store_true', help='also write <output>_fp16.onnx (needs onnxconverter-common)')
+    args = p.parse_args(argv)
+    if args.opset < 17:
+        p.error('--opset must be 17 or newer')
+    from rlfn_arch.utils.model_io import load_model
+    try:
+        net, cfg = load_model(args.model_path, args.opt, preset=args.preset, scale=args.scale)
+    except (ValueError, OSError) as e:
+        print(f'error: {e}', file=sys.stderr)
+        return 2
+    export_onnx(net, args.output, args.opset)
+    print(f'exported {args.output} (opset {args.opset}, dynamic batch/height/width, RLFN {cfg})')
+    worst = 0.0
+    for h, w, d in check_onnx(net, args.output):
+        print(f'  onnxruntime vs PyTorch at {h}x{w}: max abs diff {d:.2e}')
+        worst = max(worst, d)
+    if worst > args.atol:
+        print(f'error: max abs diff {worst:.2e} exceeds --atol {args.atol:g}', file=sys.stderr)
+        return 1
+    print(f'check passed: max abs diff {worst:.2e} <= {args.atol:g}')
+    if args.fp16:
+        out16 = os.path.splitext(args.output)[0] + '_fp16.onnx'
+        to_fp16(args.output, out16)
+        print(f'wrote {out16} (fp16 weights and math, float32 inputs/outputs)')
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())

@@ -1,0 +1,146 @@
+import json
+import os
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from conftest import run_module
+from rlfn_arch.archs import PRESETS, RLFN
+from rlfn_arch.benchmark import count_ntire
+from rlfn_arch.infer import Upscaler, tiled_forward
+
+
+@pytest.fixture(scope='module')
+def tiny_ckpt(tmp_path_factory):
+    torch.manual_seed(0)
+    net = RLFN(upscale=2, feature_channels=8, num_blocks=1)
+    path = tmp_path_factory.mktemp('ckpt') / 'tiny_x2.pth'
+    torch.save({'params': net.state_dict()}, path)
+    return path, net.eval()
+
+
+def _img(h, w, c, dtype=np.uint8, seed=0):
+    rng = np.random.default_rng(seed)
+    maxv = 255 if dtype == np.uint8 else 65535
+    shape = (h, w) if c == 1 else (h, w, c)
+    small = rng.integers(0, maxv + 1, (max(1, h // 4), max(1, w // 4)) + shape[2:]).astype(np.float32)
+    img = cv2.resize(small, (w, h), interpolation=cv2.INTER_LINEAR)
+    if c != 1 and img.ndim == 2:
+        img = img[:, :, None]
+    return np.clip(img, 0, maxv).astype(dtype)
+
+
+@pytest.mark.parametrize('name,img', [
+    ('rgb.png', _img(20, 24, 3)), ('gray.png', _img(18, 21, 1)), ('rgba.png', _img(16, 16, 4)),
+    ('deep.png', _img(17, 19, 3, np.uint16)), ('tiny.png', _img(5, 7, 3)), ('thin.png', _img(1, 40, 3)),
+    ('photo.jpg', _img(20, 20, 3))])
+def test_infer_each_image_kind(tiny_ckpt, tmp_path, name, img):
+    ckpt, _ = tiny_ckpt
+    src = tmp_path / 'in' / name
+    src.parent.mkdir()
+    cv2.imwrite(str(src), img)
+    run_module('rlfn_arch.infer', '-i', src.parent, '-o', tmp_path / 'out', '--model_path', ckpt, '--suffix', 'x2')
+    stem, ext = os.path.splitext(name)
+    out = cv2.imread(str(tmp_path / 'out' / f'{stem}_x2{ext}'), cv2.IMREAD_UNCHANGED)
+    src_img = cv2.imread(str(src), cv2.IMREAD_UNCHANGED)
+    assert out.shape[:2] == (src_img.shape[0] * 2, src_img.shape[1] * 2)
+    assert out.ndim == src_img.ndim and out.dtype == src_img.dtype
+    if src_img.ndim == 3:
+        assert out.shape[2] == src_img.shape[2]
+    if name == 'rgba.png':
+        a = cv2.resize(src_img[:, :, 3].astype(np.float32) / 255, (32, 32), interpolation=cv2.INTER_CUBIC)
+        assert np.abs(out[:, :, 3].astype(np.float32) / 255 - a.clip(0, 1)).max() <= 1 / 255 + 1e-6
+
+
+def test_infer_matches_the_network(tiny_ckpt, tmp_path):
+    ckpt, net = tiny_ckpt
+    img = _img(20, 22, 3)
+    cv2.imwrite(str(tmp_path / 'a.png'), img)
+    run_module('rlfn_arch.infer', '-i', tmp_path / 'a.png', '-o', tmp_path / 'b.png', '--model_path', ckpt, '--tile', 0)
+    with torch.no_grad():
+        x = torch.from_numpy(img[:, :, ::-1].astype(np.float32) / 255).permute(2, 0, 1)[None]
+        y = net(x).clamp(0, 1)[0].permute(1, 2, 0).numpy()[:, :, ::-1]
+    expected = np.floor(y * 255 + 0.5).astype(np.uint8)
+    assert np.abs(cv2.imread(str(tmp_path / 'b.png')).astype(int) - expected).max() <= 1
+
+
+def test_tiled_and_untiled_agree_within_a_stated_bound():
+    torch.manual_seed(0)
+    net = RLFN(upscale=2, feature_channels=8, num_blocks=2).eval()
+    x = torch.rand(1, 3, 70, 90)
+    with torch.no_grad():
+        full = net(x)
+        tiled = tiled_forward(net, x, 2, tile=32, tile_pad=8)
+    assert tiled.shape == full.shape
+    # ESA pools over the tile only, so tiles are not exact; bound: mean abs < 0.01, max < 0.2 (in [0,1])
+    diff = (tiled - full).abs()
+    assert diff.mean() < 0.01 and diff.max() < 0.2
+    # no tiling when the image fits in one tile
+    with torch.no_grad():
+        assert torch.equal(tiled_forward(net, x, 2, tile=100, tile_pad=8), full)
+
+
+def test_a_corrupt_file_among_good_ones(tiny_ckpt, tmp_path):
+    ckpt, _ = tiny_ckpt
+    src, out = tmp_path / 'in', tmp_path / 'out'
+    src.mkdir()
+    for i in range(2):
+        cv2.imwrite(str(src / f'good{i}.png'), _img(16, 16, 3, seed=i))
+    (src / 'bad.png').write_bytes(b'\x89PNG\r\n\x1a\n broken')
+    (src / 'readme.txt').write_text('hello')
+    proc = run_module('rlfn_arch.infer', '-i', src, '-o', out, '--model_path', ckpt, check=False)
+    assert proc.returncode == 1
+    assert '2 image(s) upscaled' in proc.stdout and '2 failed' in proc.stdout
+    assert 'bad.png' in proc.stdout and 'readme.txt' in proc.stdout
+    assert sorted(os.listdir(out)) == ['good0.png', 'good1.png']
+
+
+def test_half_on_cpu_is_a_clear_error(tiny_ckpt):
+    _, net = tiny_ckpt
+    with pytest.raises(ValueError, match='--half needs a CUDA device'):
+        Upscaler(net, 2, torch.device('cpu'), half=True)
+
+
+@pytest.mark.parametrize('preset,flops_g,acts_m,convs,params', [
+    ('rlfn_ntire', 19.70, 80.05, 39, 317_218), ('rlfn', 33.99, 126.49, 57, 543_740)])
+def test_ntire_counts_reproduce_the_published_table(preset, flops_g, acts_m, convs, params):
+    p, f, a, c = count_ntire(RLFN(upscale=4, **PRESETS[preset]), (256, 256))
+    assert (p, c) == (params, convs)
+    assert round(f / 1e9, 2) == flops_g and round(a / 1e6, 2) == acts_m
+
+
+def test_benchmark_cli_writes_the_json_schema(tmp_path):
+    from rlfn_arch.benchmark import SCHEMA_KEYS
+    out = tmp_path / 'b.json'
+    proc = run_module('rlfn_arch.benchmark', '--preset', 'rlfn_ntire', '--size', 32, 32, '--runs', 2, '--warmup', 1,
+                      '--threads', 1, '--json', out)
+    assert 'rlfn_ntire' in proc.stdout and 'hardware:' in proc.stdout
+    rows = json.loads(out.read_text())
+    assert set(SCHEMA_KEYS) <= set(rows[0])
+    r = rows[0]
+    assert r['params'] == 317_218 and r['convs'] == 39 and r['runtime_ms'] > 0 and r['threads'] == 1
+    assert r['input'] == '1x3x32x32' and r['peak_memory_MB'] > 0
+
+
+def test_fast_path_equals_eager():
+    from rlfn_arch.fast import optimize_for_inference
+    torch.manual_seed(0)
+    net = RLFN(upscale=4, feature_channels=16, num_blocks=2).eval()
+    fast = optimize_for_inference(net)
+    for hw in [(15, 15), (17, 23), (40, 32), (7, 9)]:
+        x = torch.rand(2, 3, *hw)
+        with torch.no_grad():
+            ref = net(x)
+        assert (fast(x) - ref).abs().max().item() <= 1e-5, hw
+
+
+def test_onnx_export_round_trip_on_odd_sizes(tmp_path):
+    pytest.importorskip('onnxruntime')
+    from rlfn_arch.export import check_onnx, export_onnx
+    torch.manual_seed(0)
+    net = RLFN(upscale=3, feature_channels=8, num_blocks=1).eval()
+    path = export_onnx(net, str(tmp_path / 'm.onnx'))
+    diffs = check_onnx(net, path, sizes=[(15, 15), (17, 23), (31, 16)], batch=2)
+    assert max(d for _, _, d in diffs) <= 1e-4

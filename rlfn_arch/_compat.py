@@ -6,6 +6,10 @@ BasicSR fixed this only on its unreleased master branch. Instead of asking users
 site-packages, we register an alias module under the old name, pointing at the module that holds the
 same functions today (``torchvision.transforms._functional_tensor``).
 
+basicsr 1.4.2 also does ``from distutils.version import LooseVersion`` at import time; ``distutils`` is
+gone from Python 3.12 (setuptools usually provides a stand-in; where it does not, we register a minimal
+``distutils.version.LooseVersion`` built on ``packaging``-free tuple comparison).
+
 This module is imported first by ``rlfn_arch/__init__.py``; every entry point (``python -m
 rlfn_arch.<tool>``) and every DataLoader worker (forked, or spawned: spawn re-imports the ``-m``
 main module, which imports the package) therefore goes through it before basicsr is imported.
@@ -36,4 +40,51 @@ def install():
     sys.modules[_OLD_NAME] = new
 
 
+def install_distutils():
+    """Make ``from distutils.version import LooseVersion`` work on Python >= 3.12. Idempotent."""
+    try:
+        importlib.import_module('distutils.version')
+        return
+    except ImportError:
+        pass
+    import re
+    import types
+
+    class LooseVersion:
+        """Enough of distutils' LooseVersion for basicsr: parse '1.2.3a' into comparable parts."""
+
+        def __init__(self, vstring):
+            self.vstring = str(vstring)
+            self.version = [int(p) if p.isdigit() else p for p in re.findall(r'\d+|[a-z]+', self.vstring.lower())]
+
+        def _cmp(self, other):
+            other = other if isinstance(other, LooseVersion) else LooseVersion(other)
+            a, b = [str(x).zfill(8) for x in self.version], [str(x).zfill(8) for x in other.version]
+            return (a > b) - (a < b)
+
+        def __eq__(self, other):
+            return self._cmp(other) == 0
+
+        def __lt__(self, other):
+            return self._cmp(other) < 0
+
+        def __le__(self, other):
+            return self._cmp(other) <= 0
+
+        def __gt__(self, other):
+            return self._cmp(other) > 0
+
+        def __ge__(self, other):
+            return self._cmp(other) >= 0
+
+    pkg = sys.modules.get('distutils') or types.ModuleType('distutils')
+    pkg.__path__ = getattr(pkg, '__path__', [])
+    version = types.ModuleType('distutils.version')
+    version.LooseVersion = LooseVersion
+    pkg.version = version
+    sys.modules['distutils'] = pkg
+    sys.modules['distutils.version'] = version
+
+
 install()
+install_distutils()

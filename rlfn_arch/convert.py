@@ -101,21 +101,29 @@ def network_yaml(cfg):
     return '\n'.join(lines)
 
 
+def load_rlfn(path, cfg=None):
+    """Load any RLFN checkpoint safely and check it: ``(state_dict, cfg, net)`` with the weights loaded.
+
+    ``cfg`` (RLFN's constructor arguments) defaults to what the tensor shapes say.
+    """
+    from rlfn_arch.archs.rlfn_arch import RLFN
+    sd = normalize_keys(_unwrap(safe_load(path), path), path)
+    cfg = cfg or detect_config(sd, path)
+    net = RLFN(**cfg)
+    try:
+        net.load_state_dict(sd, strict=True)
+    except RuntimeError as e:
+        raise CheckpointError(f'{path}: tensors do not match an RLFN with {cfg}: {e}') from e
+    return sd, cfg, net
+
+
 def convert(input_path, output_path=None, input_range=255.0):
     """Load, check, convert; write ``{'params': ...}`` atomically when ``output_path`` is given.
 
     Returns:
         (OrderedDict, dict): the converted state dict and the detected network config.
     """
-    from rlfn_arch.archs.rlfn_arch import RLFN
-    raw = _unwrap(safe_load(input_path), input_path)
-    sd = normalize_keys(raw, input_path)
-    cfg = detect_config(sd, input_path)
-    net = RLFN(**cfg)
-    try:
-        net.load_state_dict(sd, strict=True)
-    except RuntimeError as e:
-        raise CheckpointError(f'{input_path}: tensors do not match an RLFN with {cfg}: {e}') from e
+    sd, cfg, _ = load_rlfn(input_path)
     if input_range != 1:
         sd = fold_range(sd, input_range)
     if output_path:

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 import rlfn_arch  # noqa: F401
-from rlfn_arch.data.image_io import IMG_EXTENSIONS, ImageReadError, MAX_PIXELS, _header_size
+from rlfn_arch.data.image_io import IMG_EXTENSIONS, ImageReadError, decode_unchanged
 
 DEFAULT_TILE, DEFAULT_TILE_PAD = 128, 16
 
@@ -112,16 +112,13 @@ def _inputs(path):
 
 
 def _read(path):
-    if not os.path.isfile(path):
-        raise ImageReadError(f'{path}: not a file')
     if not path.lower().endswith(IMG_EXTENSIONS):
         raise ImageReadError(f'{path}: not an image file extension ({", ".join(IMG_EXTENSIONS)})')
-    size = _header_size(path)
-    if size is not None and size[0] * size[1] > MAX_PIXELS:
-        raise ImageReadError(f'{path}: header claims {size[0]}x{size[1]} pixels, above the limit')
-    img = cv2.imdecode(np.fromfile(path, np.uint8), cv2.IMREAD_UNCHANGED)
-    if img is None or img.size == 0:
-        raise ImageReadError(f'{path}: not a readable image (truncated, corrupt or not an image)')
+    img = decode_unchanged(path)  # keeps 16-bit and alpha, unlike the training reader
+    if img.dtype not in (np.uint8, np.uint16):
+        raise ImageReadError(f'{path}: unsupported pixel type {img.dtype} (expected 8- or 16-bit)')
+    if img.ndim == 3 and img.shape[2] == 2:  # grey + alpha -> BGRA
+        img = np.dstack([np.repeat(img[:, :, :1], 3, axis=2), img[:, :, 1:]])
     if img.ndim == 3 and img.shape[2] == 1:
         img = img[:, :, 0]
     return img

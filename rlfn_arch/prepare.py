@@ -85,11 +85,17 @@ def _bicubic_one(name, hr_dir, out_dir, scales):
 def cmd_bicubic(hr_dir, out_dir=None, scales=(2, 3, 4), workers=None):
     """HR folder -> ``out_dir/X{s}/<stem>x{s}.png``. Default ``out_dir``: ``<HR>/../LR_bicubic``."""
     out_dir = out_dir or os.path.join(os.path.dirname(os.path.abspath(hr_dir)), 'LR_bicubic')
-    names, others = list_images(hr_dir)
-    summ = Summary(f'bicubic {hr_dir} -> {out_dir}')
-    summ.skipped += [f'{os.path.join(hr_dir, o)}: not an image file' for o in others]
     fn = partial(_bicubic_one, hr_dir=hr_dir, out_dir=out_dir, scales=tuple(scales))
-    for name, written, notes, err in _pool_map(fn, names, workers or default_workers(), 'bicubic'):
+    return _map_folder('bicubic', hr_dir, out_dir, fn, workers)
+
+
+def _map_folder(what, in_dir, out_dir, fn, workers):
+    """Apply ``fn(name) -> (name, written, notes, error)`` to every image of ``in_dir`` in a process
+    pool; collect the summary (non-image files and failed images are listed as skipped)."""
+    names, others = list_images(in_dir)
+    summ = Summary(f'{what} {in_dir} -> {out_dir}')
+    summ.skipped += [f'{os.path.join(in_dir, o)}: not an image file' for o in others]
+    for _name, written, notes, err in _pool_map(fn, names, workers or default_workers(), what):
         summ.images += 1
         summ.notes += notes
         for p in written:
@@ -172,21 +178,10 @@ def cmd_subimages(hr_dir, out_dir, crop=480, step=240, thresh=48, lr_dir=None, l
         for name, v in (('crop', crop), ('step', step), ('thresh', thresh)):
             if v % scale:
                 raise SystemExit(f'error: --{name} {v} must be divisible by --scale {scale}')
-    names, others = list_images(hr_dir)
-    summ = Summary(f'subimages {hr_dir} -> {out_dir}')
-    summ.skipped += [f'{os.path.join(hr_dir, o)}: not an image file' for o in others]
     fn = partial(_subimages_one, hr_dir=hr_dir, out_dir=out_dir, crop=crop, step=step, thresh=thresh,
                  lr_dir=lr_dir, lr_out=lr_out, scale=scale)
     os.makedirs(out_dir, exist_ok=True)
-    for name, written, notes, err in _pool_map(fn, names, workers or default_workers(), 'subimages'):
-        summ.images += 1
-        summ.notes += notes
-        for p in written:
-            summ.add_file(p)
-        if err:
-            summ.skipped.append(err)
-    summ.print()
-    return summ
+    return _map_folder('subimages', hr_dir, out_dir, fn, workers)
 
 
 # --------------------------------------------------------------------------------------------- lmdb
@@ -257,10 +252,10 @@ def cmd_lmdb(folder, lmdb_path, overwrite=False, compress_level=1, workers=None)
     quiet = not sys.stdout.isatty()  # basicsr's per-image bars flood logs and CI output
     try:
         with _quiet_tqdm(lmdb_util, quiet):
-          lmdb_util.make_lmdb_from_imgs(
-            folder, tmp, good, [os.path.splitext(n)[0] for n in good], compress_level=compress_level,
-              multiprocessing_read=(workers or default_workers()) > 1, n_thread=workers or default_workers(),
-              map_size=_estimate_map_size(folder, good))
+            lmdb_util.make_lmdb_from_imgs(
+                folder, tmp, good, [os.path.splitext(n)[0] for n in good], compress_level=compress_level,
+                multiprocessing_read=(workers or default_workers()) > 1, n_thread=workers or default_workers(),
+                map_size=_estimate_map_size(folder, good))
         if os.path.exists(lmdb_path):
             old = lmdb_path + f'.old-{os.getpid()}'
             os.rename(lmdb_path, old)

@@ -119,7 +119,28 @@ def init_dist(launcher, opt):
     timeout = params.pop('timeout', None)
     kwargs = {'timeout': datetime.timedelta(seconds=timeout)} if timeout else {}
     dist.init_process_group(backend=backend, **kwargs)
+    if dist.get_rank() == 0:
+        print(f'distributed: backend {backend}, world size {dist.get_world_size()}', flush=True)
     return dist.get_rank(), dist.get_world_size()
+
+
+def check_replicas(model, label):
+    """After a DDP stage, check that every rank holds bit-identical generator weights (a rank that
+    drifted would mean the run is not what rank 0 saved); rank 0 logs the result, a mismatch raises."""
+    import hashlib
+
+    import torch.distributed as dist
+    net = model.get_bare_model(model.net_g)
+    h = hashlib.sha256()
+    for k, v in net.state_dict().items():
+        h.update(k.encode())
+        h.update(v.detach().cpu().contiguous().numpy().tobytes())
+    digests = [None] * dist.get_world_size()
+    dist.all_gather_object(digests, h.hexdigest())
+    if len(set(digests)) != 1:
+        raise RuntimeError(f'[{label}] DDP replicas differ after the stage: {digests}')
+    if dist.get_rank() == 0:
+        print(f'[{label}] DDP replicas identical on {len(digests)} ranks (sha256 {digests[0][:16]})', flush=True)
 
 
 def barrier():
@@ -287,8 +308,8 @@ def print_summary(records, stage_names, baseline, scale):
         rows.append((name, str(r.get('iters', '-')), f'{r.get("seconds", 0):.0f}',
                      f'{m["psnr"]:.3f}' if 'psnr' in m else '-', f'{m["ssim"]:.4f}' if 'ssim' in m else '-'))
     if baseline:
-        rows.append((f'bicubic x{scale}', '-', '-', f'{baseline.get("psnr", float("nan")):.3f}',
-                     f'{baseline.get("ssim", float("nan")):.4f}'))
+        rows.append((f'bicubic x{scale}', '-', '-', f'{baseline["psnr"]:.3f}' if 'psnr' in baseline else '-',
+                     f'{baseline["ssim"]:.4f}' if 'ssim' in baseline else '-'))
     head = ('stage', 'iters', 'wall s', 'PSNR-Y', 'SSIM-Y')
     widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(head)]
     line = lambda r: '| ' + ' | '.join(v.ljust(w) for v, w in zip(r, widths)) + ' |'  # noqa: E731
@@ -371,8 +392,14 @@ def train_stages(args, raw, stage_list, root):
         resume_state = None
         if args.auto_resume:
             resume_state, state_path = find_resume_state(stage_dir, device)
-            if resume_state is not None:
+            if resume_state is not None and rank == 0:
                 print(f'[{label}] resuming from {state_path} (iter {resume_state["iter"]})', flush=True)
+            if world > 1:  # every rank must continue from the same stage and iteration
+                import torch.distributed as dist
+                its = [None] * world
+                dist.all_gather_object(its, None if resume_state is None else resume_state['iter'])
+                if len(set(its)) != 1:
+                    raise RuntimeError(f'[{label}] ranks found different resume states: {its}')
         if resume_state is None and rank == 0 and osp.isdir(stage_dir):
             # an unfinished stage with nothing to resume from restarts cleanly (stages.json stays)
             for entry in os.listdir(stage_dir):
@@ -387,6 +414,8 @@ def train_stages(args, raw, stage_list, root):
         with _save_init(init_path, resume_state is None):
             model = run_stage(opt, args, stage_dir, resume_state, label)
         final = osp.join(stage_dir, 'models', 'net_g_latest.pth')
+        if world > 1:
+            check_replicas(model, label)
         barrier()
         records.update(label, status='done', final=final, iters=opt['train']['total_iter'],
                        seconds=round(time.time() - t0 + records.get(label).get('seconds', 0), 1),

@@ -3,7 +3,6 @@
 Module and parameter names follow the released inference code exactly, so the official checkpoints
 load with ``strict=True`` (after :mod:`rlfn_arch.convert` folds their [0, 255] range into [0, 1]).
 """
-import torch
 from torch import nn
 from torch.nn import functional as F
 

@@ -47,17 +47,28 @@ def check_paired_folders(hr_dir, lr_dir, scale, filename_tmpl='{}'):
     return problems, len(hr_names)
 
 
+class MetaInfoError(ValueError):
+    """A malformed ``meta_info.txt`` line, with the file and line number."""
+
+
 def _meta(lmdb_dir):
+    """{key: (h, w, c)} from an LMDB's ``meta_info.txt`` (basicsr's format: ``name.png (h,w,c) level``)."""
     path = os.path.join(lmdb_dir, 'meta_info.txt')
     if not os.path.isfile(path):
         return None
     out = {}
-    with open(path) as f:
-        for line in f:
+    with open(path, encoding='utf-8', errors='replace') as f:
+        for i, line in enumerate(f, 1):
+            if not line.strip():
+                continue
             parts = line.strip().split(' ')
-            if len(parts) >= 2:
-                key = os.path.splitext(parts[0])[0]
-                out[key] = tuple(int(v) for v in parts[1].strip('()').split(','))
+            try:
+                shape = tuple(int(v) for v in parts[1].strip('()').split(','))
+                if len(shape) != 3 or min(shape) < 1:
+                    raise ValueError
+            except (IndexError, ValueError):
+                raise MetaInfoError(f'{path}:{i}: malformed line {line.strip()[:80]!r}; expected "name.png (h,w,c) level"')
+            out[os.path.splitext(parts[0])[0]] = shape
     return out
 
 
@@ -68,7 +79,11 @@ def check_paired_lmdb(gt_lmdb, lq_lmdb, scale):
         if not os.path.isdir(d) or not os.path.isfile(os.path.join(d, 'data.mdb')):
             problems.append(f'{d}: not a complete LMDB (data.mdb missing); build it with python -m rlfn_arch.prepare lmdb')
             continue
-        metas[d] = _meta(d)
+        try:
+            metas[d] = _meta(d)
+        except MetaInfoError as e:
+            problems.append(str(e))
+            continue
         if metas[d] is None:
             problems.append(f'{d}: meta_info.txt missing')
     if problems:
@@ -95,7 +110,7 @@ def check_dataset_opt(dataset_opt, scale, min_lq=None):
     if backend == 'lmdb':
         problems, _ = check_paired_lmdb(gt, lq, scale)
         if not problems and min_lq:
-            for k, shp in (_meta(lq) or {}).items():
+            for k, shp in _meta(lq).items():
                 if shp[0] < min_lq or shp[1] < min_lq:
                     problems.append(f'{lq}: {k} is {shp[1]}x{shp[0]}, smaller than the {min_lq}px LR patch')
     elif 'meta_info_file' in dataset_opt and dataset_opt['meta_info_file']:

@@ -56,17 +56,13 @@ def _header_size(path):
         return None
 
 
-def read_image(path, notes=None):
-    """Read an image as uint8 BGR (H, W, 3) or greyscale (H, W).
-
-    Args:
-        path (str): the file.
-        notes (list | None): receives human-readable notes about conversions.
+def decode_unchanged(path):
+    """Decode a file as ``cv2.IMREAD_UNCHANGED`` does (any depth and channel count), after checking
+    that it is a non-empty regular file whose header does not claim more than ``MAX_PIXELS``.
 
     Raises:
         ImageReadError: the file cannot be used; the message names the file.
     """
-    notes = notes if notes is not None else []
     try:
         if not os.path.isfile(path):
             raise ImageReadError(f'{path}: not a regular file')
@@ -85,6 +81,21 @@ def read_image(path, notes=None):
         raise ImageReadError(f'{path}: cannot decode: {e}') from e
     if img is None or img.size == 0:
         raise ImageReadError(f'{path}: not a readable image (truncated, corrupt or not an image)')
+    return img
+
+
+def read_image(path, notes=None):
+    """Read an image as uint8 BGR (H, W, 3) or greyscale (H, W), converted as the table above says.
+
+    Args:
+        path (str): the file.
+        notes (list | None): receives human-readable notes about conversions.
+
+    Raises:
+        ImageReadError: the file cannot be used; the message names the file.
+    """
+    notes = notes if notes is not None else []
+    img = decode_unchanged(path)
     if img.dtype == np.uint16:
         img = np.clip(np.floor(img.astype(np.float64) / 257.0 + 0.5), 0, 255).astype(np.uint8)
         notes.append(f'{path}: 16-bit converted to 8-bit')

@@ -49,13 +49,14 @@ def rng_state():
 
 
 def set_rng_state(state):
-    torch.set_rng_state(state['torch'])
+    # resume states are loaded onto the training device; RNG states must be CPU byte tensors
+    torch.set_rng_state(state['torch'].cpu())
     n = state['numpy']
-    np.random.set_state(('MT19937', n['keys'].numpy().astype(np.uint32), n['pos'], n['has_gauss'], n['gauss']))
+    np.random.set_state(('MT19937', n['keys'].cpu().numpy().astype(np.uint32), n['pos'], n['has_gauss'], n['gauss']))
     py = state['python']
     random.setstate((py[0], tuple(py[1]), py[2]))
     if 'cuda' in state and torch.cuda.is_available() and len(state['cuda']) == torch.cuda.device_count():
-        torch.cuda.set_rng_state_all(state['cuda'])
+        torch.cuda.set_rng_state_all([t.cpu() for t in state['cuda']])
 
 
 @MODEL_REGISTRY.register()

@@ -2,8 +2,7 @@
 import torch
 
 from rlfn_arch.archs.rlfn_arch import RLFN, PRESETS
-from rlfn_arch.convert import _unwrap, detect_config, fold_range, normalize_keys
-from rlfn_arch.utils.checkpoint import CheckpointError, safe_load
+from rlfn_arch.convert import fold_range, load_rlfn
 
 
 def load_model(model_path=None, opt_path=None, preset=None, scale=4, input_range=1.0, device='cpu'):
@@ -22,19 +21,13 @@ def load_model(model_path=None, opt_path=None, preset=None, scale=4, input_range
             raise ValueError(f'unknown preset {preset!r}; expected one of {list(PRESETS)} or a --model_path')
         cfg = dict(upscale=scale, **PRESETS[preset])
         return RLFN(**cfg).eval().to(device), cfg
-    sd = normalize_keys(_unwrap(safe_load(model_path), model_path), model_path)
+    cfg = None
     if opt_path:
         from rlfn_arch.utils.options import load_options
         cfg = {k: v for k, v in load_options(opt_path).get('network_g', {}).items() if k != 'type'}
-    else:
-        cfg = detect_config(sd, model_path)
+    sd, cfg, net = load_rlfn(model_path, cfg)
     if input_range != 1:
-        sd = fold_range(sd, input_range)
-    net = RLFN(**cfg)
-    try:
-        net.load_state_dict(sd, strict=True)
-    except RuntimeError as e:
-        raise CheckpointError(f'{model_path}: does not fit network_g {cfg}: {e}') from e
+        net.load_state_dict(fold_range(sd, input_range))
     return net.eval().to(device), cfg
 
 

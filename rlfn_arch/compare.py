@@ -1,0 +1,99 @@
+"""Visual comparison: ``python -m rlfn_arch.compare --hr DIR --lr DIR --model_path FILE -o OUT``.
+
+Writes, per test image, one PNG with the same zoomed crop of bicubic | model | (second model) | HR,
+each labelled with its PSNR-Y on the whole image (border crop = scale). The crop is centred on the
+region where the model differs most from bicubic, unless ``--crop x y size`` is given.
+"""
+import argparse
+import os
+import sys
+
+import cv2
+import numpy as np
+import torch
+
+import rlfn_arch  # noqa: F401
+
+
+def _sr(net, lr_bgr, device):
+    x = torch.from_numpy(np.ascontiguousarray(lr_bgr[:, :, ::-1].transpose(2, 0, 1))).float().div(255)[None]
+    with torch.inference_mode():
+        y = net(x.to(device)).clamp(0, 1)[0].cpu().numpy().transpose(1, 2, 0)[:, :, ::-1]
+    return (y * 255).round().astype(np.uint8)
+
+
+def _bicubic(lr, scale):
+    from basicsr.utils.matlab_functions import imresize
+    up = imresize(lr.astype(np.float64) / 255, scale)
+    return (np.clip(up, 0, 1) * 255).round().astype(np.uint8)
+
+
+def _panel(img, label, zoom):
+    big = cv2.resize(img, None, fx=zoom, fy=zoom, interpolation=cv2.INTER_NEAREST)
+    bar = np.full((28, big.shape[1], 3), 255, np.uint8)
+    cv2.putText(bar, label, (6, 20), cv2.FONT_HERSHEY_SIMPLEX, 0.55, (0, 0, 0), 1, cv2.LINE_AA)
+    return np.vstack([big, bar])
+
+
+def compare_one(hr, lr, scale, models, crop=None, size=48, zoom=4):
+    """Return the comparison image (uint8 BGR) and the PSNR-Y of each column."""
+    from basicsr.metrics import calculate_psnr
+    hr = hr[:lr.shape[0] * scale, :lr.shape[1] * scale]
+    cols = [('bicubic', _bicubic(lr, scale))] + [(name, _sr(net, lr, dev)) for name, net, dev in models]
+    psnr = {n: calculate_psnr(img, hr, crop_border=scale, test_y_channel=True) for n, img in cols}
+    if crop is None:
+        diff = np.abs(cols[1][1].astype(np.float32) - cols[0][1].astype(np.float32)).mean(axis=2)
+        diff = cv2.blur(diff, (size, size))
+        h, w = diff.shape
+        half = size // 2
+        inner = diff[half:h - half, half:w - half] if h > size and w > size else diff
+        y, x = np.unravel_index(np.argmax(inner), inner.shape)
+        x0, y0 = int(x), int(y)
+    else:
+        x0, y0, size = crop
+    x0, y0 = min(max(0, x0), max(0, hr.shape[1] - size)), min(max(0, y0), max(0, hr.shape[0] - size))
+    panels = [_panel(img[y0:y0 + size, x0:x0 + size], f'{n} {psnr[n]:.2f} dB', zoom) for n, img in cols]
+    panels.append(_panel(hr[y0:y0 + size, x0:x0 + size], 'HR', zoom))
+    sep = np.full((panels[0].shape[0], 4, 3), 255, np.uint8)
+    out = panels[0]
+    for p in panels[1:]:
+        out = np.hstack([out, sep, p])
+    return out, psnr
+
+
+def main(argv=None):
+    from rlfn_arch.data.image_io import list_images
+    from rlfn_arch.utils.model_io import load_model, pick_device
+    p = argparse.ArgumentParser(prog='python -m rlfn_arch.compare', description=__doc__.split('\n\n')[0])
+    p.add_argument('--hr', required=True)
+    p.add_argument('--lr', required=True)
+    p.add_argument('--model_path', required=True)
+    p.add_argument('--name', default='RLFN')
+    p.add_argument('--model_path2', default=None, help='an optional second model')
+    p.add_argument('--name2', default='model 2')
+    p.add_argument('--filename_tmpl', default='{}x{s}')
+    p.add_argument('--crop', type=int, nargs=3, default=None, metavar=('X', 'Y', 'SIZE'), help='HR crop')
+    p.add_argument('-o', '--output', required=True)
+    args = p.parse_args(argv)
+    device = pick_device()
+    net, cfg = load_model(args.model_path, device=device)
+    models = [(args.name, net, device)]
+    if args.model_path2:
+        models.append((args.name2, load_model(args.model_path2, device=device)[0], device))
+    s = cfg['upscale']
+    os.makedirs(args.output, exist_ok=True)
+    for name in list_images(args.hr)[0]:
+        stem, ext = os.path.splitext(name)
+        lr = cv2.imread(os.path.join(args.lr, args.filename_tmpl.replace('{s}', str(s)).format(stem) + ext))
+        hr = cv2.imread(os.path.join(args.hr, name))
+        if lr is None or hr is None:
+            print(f'skipped {name}: no readable LR/HR pair', file=sys.stderr)
+            continue
+        img, psnr = compare_one(hr, lr, s, models, args.crop)
+        cv2.imwrite(os.path.join(args.output, f'{stem}_compare.png'), img)
+        print(f'{stem}: ' + ', '.join(f'{k} {v:.2f} dB' for k, v in psnr.items()))
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())

@@ -1,0 +1,103 @@
+"""int8 post-training static quantization with ONNX Runtime (QDQ, per-channel weights, uint8
+activations), calibrated on a few LR training patches.
+
+    python -m rlfn_arch.quantize --model_path FILE --output model_int8.onnx [--calib DIR]
+
+ONNX Runtime's int8 convolutions use VNNI where the CPU has it; PyTorch's eager int8 path cannot run
+ESA's resize and sigmoid in int8 and would fall back and forth, so ONNX Runtime is our int8 path.
+The accuracy-sensitive tail (the final upsampler conv) stays in float: quantizing it costs the most
+PSNR for the least time.
+"""
+import argparse
+import os
+import sys
+import tempfile
+
+import numpy as np
+
+import rlfn_arch  # noqa: F401
+
+
+class _PatchReader:
+    """onnxruntime CalibrationDataReader over LR patches (N, 3, p, p) float32 in [0, 1]."""
+
+    def __init__(self, patches):
+        self.patches = list(patches)
+        self.i = 0
+
+    def get_next(self):
+        if self.i >= len(self.patches):
+            return None
+        self.i += 1
+        return {'lq': self.patches[self.i - 1][None]}
+
+    def rewind(self):
+        self.i = 0
+
+
+def calibration_patches(folder=None, n=16, size=64, seed=0):
+    """LR patches from ``folder`` (default: the sample dataset's x4 LR training images)."""
+    import cv2
+
+    from rlfn_arch.data.image_io import list_images, read_image
+    if folder is None:
+        from rlfn_arch.prepare import cmd_sample, sample_ready
+        from rlfn_arch.utils.runtime import project_root
+        sample = os.path.join(project_root(), 'datasets', 'sample')
+        if not sample_ready(sample):
+            cmd_sample(sample)
+        folder = os.path.join(sample, 'train', 'LR_bicubic', 'X4')
+    rng = np.random.default_rng(seed)
+    imgs = []
+    for name in list_images(folder)[0]:
+        img = read_image(os.path.join(folder, name))
+        if img.ndim == 2:
+            img = np.repeat(img[:, :, None], 3, axis=2)
+        imgs.append(cv2.cvtColor(img, cv2.COLOR_BGR2RGB))
+    if not imgs:
+        raise ValueError(f'{folder}: no calibration images')
+    patches = []
+    for k in range(n):
+        img = imgs[k % len(imgs)]
+        h, w = img.shape[:2]
+        s = min(size, h, w)
+        y, x = rng.integers(0, h - s + 1), rng.integers(0, w - s + 1)
+        patches.append(img[y:y + s, x:x + s].transpose(2, 0, 1).astype(np.float32) / 255)
+    return patches
+
+
+def quantize(fp32_onnx, out_path, patches, keep_float=('upsampler',)):
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+    import onnx
+    with tempfile.TemporaryDirectory() as tmp:
+        pre = os.path.join(tmp, 'pre.onnx')
+        quant_pre_process(fp32_onnx, pre, skip_symbolic_shape=True)
+        model = onnx.load(pre)
+        exclude = [n.name for n in model.graph.node if any(k in n.name for k in keep_float)]
+        quantize_static(pre, out_path + '.tmp', _PatchReader(patches), quant_format=QuantFormat.QDQ,
+                        per_channel=True, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+                        calibrate_method=CalibrationMethod.MinMax, nodes_to_exclude=exclude)
+    os.replace(out_path + '.tmp', out_path)
+    return out_path
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(prog='python -m rlfn_arch.quantize', description=__doc__.split('\n\n')[0])
+    p.add_argument('--model_path', required=True)
+    p.add_argument('--output', required=True, help='int8 .onnx to write')
+    p.add_argument('--calib', default=None, help='folder of LR images (default: the sample dataset, x4)')
+    p.add_argument('--num_patches', type=int, default=16)
+    args = p.parse_args(argv)
+    from rlfn_arch.export import export_onnx
+    from rlfn_arch.utils.model_io import load_model
+    net, cfg = load_model(args.model_path)
+    with tempfile.TemporaryDirectory() as tmp:
+        fp32 = export_onnx(net, os.path.join(tmp, 'fp32.onnx'))
+        quantize(fp32, args.output, calibration_patches(args.calib, args.num_patches))
+    print(f'wrote {args.output} (int8 QDQ, calibrated on {args.num_patches} patches)')
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())

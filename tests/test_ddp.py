@@ -1,0 +1,92 @@
+import glob
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import torch
+
+from conftest import REPO
+from rlfn_arch.utils.checkpoint import safe_load
+from test_train import _iters_in_log, tiny_options
+
+TORCHRUN = [sys.executable, '-m', 'torch.distributed.run', '--standalone', '--nproc_per_node=2']
+
+
+def _run(args, cwd=REPO, **kw):
+    env = dict(os.environ, PYTHONUNBUFFERED='1', OMP_NUM_THREADS='1')
+    return subprocess.Popen(TORCHRUN + ['-m', 'rlfn_arch.train'] + [str(a) for a in args] + ['--launcher', 'pytorch'],
+                            cwd=cwd, env=env, text=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            start_new_session=True, **kw)
+
+
+def _pids_running(needle):
+    pids = []
+    for d in os.listdir('/proc'):
+        if d.isdigit() and int(d) != os.getpid():
+            try:
+                with open(f'/proc/{d}/cmdline', 'rb') as f:
+                    if needle.encode() in f.read():
+                        pids.append(int(d))
+            except OSError:
+                pass
+    return pids
+
+
+def kill_tree(p, yml):
+    """SIGKILL torchrun and its workers (torchrun starts the workers in sessions of their own)."""
+    for pid in [p.pid] + _pids_running(str(yml)):
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    p.wait()
+    deadline = time.time() + 30
+    while _pids_running(str(yml)) and time.time() < deadline:
+        time.sleep(0.1)
+    assert not _pids_running(str(yml)), 'training processes survived SIGKILL'
+
+
+def test_two_process_gloo_two_stages_kill_and_resume(tmp_path):
+    yml, exp = tiny_options(tmp_path, stage_iters=(4, 300, 1), save_freq=2)
+    import yaml
+    opt = yaml.safe_load(yml.read_text())
+    opt['stages'] = opt['stages'][:2]  # two stages
+    yml.write_text(yaml.safe_dump(opt, sort_keys=False))
+    # 1) run until stage 2 has saved a few states, then kill the whole torchrun process group
+    p = _run(['-opt', yml])
+    target = exp / 's2' / 'training_states' / '6.state'
+    deadline = time.time() + 240
+    while not target.exists() and time.time() < deadline and p.poll() is None:
+        time.sleep(0.05)
+    assert target.exists(), p.communicate()[0][-3000:] if p.poll() is not None else 'timeout'
+    kill_tree(p, yml)
+    p.wait()
+    s1 = exp / 's1'
+    log1 = '\n'.join(open(f).read() for f in glob.glob(str(s1 / 'train_*.log')))
+    assert 'World size (gpu number): 2' in log1
+    # each rank: 6 images / 2 ranks = 3 per rank, batch 2, drop_last -> 1 iteration per epoch
+    assert 'Iteration accounting: 1 iters/epoch per process' in log1
+    assert _iters_in_log(s1)[-1] == 4
+    s1_init = safe_load(s1 / 'models' / 'net_g_init.pth')['params']
+    s1_final = safe_load(s1 / 'models' / 'net_g_latest.pth')['params']
+    assert any(not torch.equal(s1_init[k], s1_final[k]) for k in s1_init)
+    s2_init = safe_load(exp / 's2' / 'models' / 'net_g_init.pth')['params']
+    assert all(torch.equal(s1_final[k], s2_init[k]) for k in s1_final)
+    # 2) resume under torchrun from another directory
+    other = tmp_path / 'other'
+    other.mkdir()
+    p = _run(['-opt', yml, '--auto_resume'], cwd=other)
+    out, _ = p.communicate(timeout=300)
+    assert p.returncode == 0, out[-4000:]
+    assert '[s1] already finished' in out and '[s2] resuming from' in out
+    assert re.search(r'\[s2\] DDP replicas identical on 2 ranks', out)
+    records = json.loads((exp / 'stages.json').read_text())['stages']
+    assert records['s1']['status'] == records['s2']['status'] == 'done'
+    assert _iters_in_log(exp / 's2')[-1] == 300
+    assert not glob.glob(str(tmp_path / 'experiments' / '*archived*'))
+    shutil.rmtree(other)

@@ -15,8 +15,8 @@ setup(
     python_requires='>=3.9',
     install_requires=[
         'basicsr==1.4.2',
-        'torch>=2.0',
-        'torchvision>=0.15',
+        'torch>=2.6',  # 2.6+: torch.load defaults to weights_only=True (also in basicsr's SRModel)
+        'torchvision>=0.21',
         'numpy',
         'opencv-python',
         'lmdb',
@@ -26,7 +26,8 @@ setup(
         'Pillow',
     ],
     extras_require={
-        'test': ['pytest>=7', 'hypothesis>=6'],
+        # the export / int8 tests run ONNX Runtime, so the test extra includes the export extra
+        'test': ['pytest>=7', 'hypothesis>=6', 'onnx>=1.14', 'onnxruntime>=1.16', 'onnxscript'],
         'export': ['onnx>=1.14', 'onnxruntime>=1.16', 'onnxscript'],
     },
     classifiers=[

@@ -131,6 +131,7 @@ def main(argv=None):
     p.add_argument('--threads', type=int, default=None, help='CPU threads (default: torch default)')
     p.add_argument('--device', default=None)
     p.add_argument('--fast', action='store_true', help='time the fast inference path as well')
+    p.add_argument('--onnx', nargs='+', default=[], help='also time these ONNX models (fp32 or int8) with ONNX Runtime')
     p.add_argument('--json', default='benchmark.json', help='output JSON (default benchmark.json)')
     args = p.parse_args(argv)
     from rlfn_arch.utils.model_io import load_model, pick_device
@@ -144,6 +145,13 @@ def main(argv=None):
         rows.append(benchmark(fast, name, cfg['upscale'], tuple(args.size), args.runs, args.warmup, device,
                               args.threads, path='fast'))
         rows[-1].update({k: rows[0][k] for k in ('params', 'flops_G', 'activations_M', 'convs')})
+    for path in args.onnx:
+        from rlfn_arch.export import OnnxRLFN
+        sess = OnnxRLFN(path, threads=args.threads)
+        x = torch.rand(1, 3, *args.size)
+        row = dict(rows[0], path=f'onnxruntime {os.path.basename(path)}', device='cpu',
+                   runtime_ms=round(time_model(sess, x, args.runs, args.warmup), 2))
+        rows.append(row)
     print_table(rows)
     with open(args.json, 'w') as f:
         json.dump(rows, f, indent=1)

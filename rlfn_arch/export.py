@@ -57,6 +57,37 @@ def check_onnx(net, path, sizes=CHECK_SIZES, batch=1, seed=0):
     return out
 
 
+class OnnxRLFN:
+    """Run an exported (fp32 or int8) RLFN ONNX model with ONNX Runtime like the PyTorch network:
+    ``(N, 3, H, W)`` tensor in, tensor out. Inputs below 15x15 are replicate-padded and cropped, as
+    RLFN's own small-input handling does."""
+
+    def __init__(self, path, threads=None, scale=None):
+        import onnxruntime as ort
+        so = ort.SessionOptions()
+        if threads:
+            so.intra_op_num_threads, so.inter_op_num_threads = threads, 1
+        self.sess = ort.InferenceSession(path, so, providers=['CPUExecutionProvider'])
+        self.path = path
+        self.upscale = scale or self._probe_scale()
+
+    def _probe_scale(self):
+        y = self.sess.run(None, {'lq': np.zeros((1, 3, 16, 16), np.float32)})[0]
+        return y.shape[2] // 16
+
+    def __call__(self, x):
+        from torch.nn import functional as F
+        h, w = x.shape[-2:]
+        ph, pw = max(0, 15 - h), max(0, 15 - w)
+        if ph or pw:
+            x = F.pad(x, (0, pw, 0, ph), mode='replicate')
+        y = torch.from_numpy(self.sess.run(None, {'lq': np.ascontiguousarray(x.detach().cpu().float().numpy())})[0])
+        return y[..., :h * self.upscale, :w * self.upscale]
+
+    def eval(self):
+        return self
+
+
 def to_fp16(path, out_path):
     import onnx
     try:

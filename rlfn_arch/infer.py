@@ -144,8 +144,13 @@ def run(args):
 
     from rlfn_arch.utils.model_io import load_model, pick_device
     device = pick_device(args.device)
-    net, cfg = load_model(args.model_path, args.opt, input_range=args.input_range, device=device)
-    if args.fast:
+    if args.onnx:
+        from rlfn_arch.export import OnnxRLFN
+        net = OnnxRLFN(args.onnx)
+        cfg, device = {'upscale': net.upscale}, torch.device('cpu')
+    else:
+        net, cfg = load_model(args.model_path, args.opt, input_range=args.input_range, device=device)
+    if args.fast and not args.onnx:
         from rlfn_arch.fast import optimize_for_inference
         net = optimize_for_inference(net)
     up = Upscaler(net, cfg['upscale'], device, args.tile, args.tile_pad, args.half)
@@ -180,7 +185,10 @@ def build_parser():
     p = argparse.ArgumentParser(prog='python -m rlfn_arch.infer', description=__doc__.split('\n\n')[0])
     p.add_argument('-i', '--input', required=True, help='image file or folder')
     p.add_argument('-o', '--output', required=True, help='output folder (or file, for one input image)')
-    p.add_argument('--model_path', required=True, help='checkpoint (BasicSR {"params": ...} or converted official)')
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument('--model_path', help='checkpoint (BasicSR {"params": ...} or converted official)')
+    src.add_argument('--onnx', help='an exported ONNX model (fp32 from rlfn_arch.export or int8 from '
+                     'rlfn_arch.quantize), run with ONNX Runtime on CPU')
     p.add_argument('--opt', default=None, help='option file whose network_g to use (default: read from the weights)')
     p.add_argument('--input_range', type=float, default=1.0, help='255 for unconverted official RLFN files')
     p.add_argument('--tile', type=int, default=DEFAULT_TILE, help=f'LR tile size, 0 = whole image (default {DEFAULT_TILE})')

@@ -346,6 +346,9 @@ def main(argv=None):
     except OptionError as e:
         print(f'error: {e}', file=sys.stderr)
         return 2
+    except OSError as e:  # e.g. disk full or read-only folder while saving: previous files are intact
+        print(f'error: {e} (the previous checkpoints and training states are intact)', file=sys.stderr)
+        return 4
 
 
 def train_stages(args, raw, stage_list, root):

@@ -129,7 +129,7 @@ def test_fast_path_equals_eager():
     torch.manual_seed(0)
     net = RLFN(upscale=4, feature_channels=16, num_blocks=2).eval()
     fast = optimize_for_inference(net)
-    for hw in [(15, 15), (17, 23), (40, 32), (7, 9)]:
+    for hw in [(17, 23), (7, 9)]:  # each new shape compiles (seconds); 7x9 takes the padded path
         x = torch.rand(2, 3, *hw)
         with torch.no_grad():
             ref = net(x)
@@ -137,10 +137,55 @@ def test_fast_path_equals_eager():
 
 
 def test_onnx_export_round_trip_on_odd_sizes(tmp_path):
-    pytest.importorskip('onnxruntime')
     from rlfn_arch.export import check_onnx, export_onnx
     torch.manual_seed(0)
     net = RLFN(upscale=3, feature_channels=8, num_blocks=1).eval()
     path = export_onnx(net, str(tmp_path / 'm.onnx'))
     diffs = check_onnx(net, path, sizes=[(15, 15), (17, 23), (31, 16)], batch=2)
     assert max(d for _, _, d in diffs) <= 1e-4
+
+
+def test_export_a_checkpoint_trained_by_our_trainer(tmp_path):
+    import yaml
+
+    from test_train import tiny_options
+    yml, exp = tiny_options(tmp_path, stage_iters=(2, 1, 1))
+    opt = yaml.safe_load(yml.read_text())
+    opt['stages'] = opt['stages'][:1]
+    yml.write_text(yaml.safe_dump(opt, sort_keys=False))
+    run_module('rlfn_arch.train', '-opt', yml)
+    proc = run_module('rlfn_arch.export', '--model_path', exp / 'net_g_final.pth', '--output', tmp_path / 'm.onnx')
+    assert 'check passed' in proc.stdout and 'at 256x256' in proc.stdout and 'opset 17' in proc.stdout
+
+
+def test_int8_runs_and_stays_within_a_psnr_bound(tmp_path):
+    import onnxruntime as ort
+
+    from rlfn_arch.export import export_onnx
+    from rlfn_arch.quantize import quantize
+    torch.manual_seed(0)
+    net = RLFN(upscale=2, feature_channels=8, num_blocks=1).eval()
+    rng = np.random.default_rng(0)
+    smooth = [cv2.resize(rng.random((6, 6, 3)).astype(np.float32), (32, 32)).transpose(2, 0, 1) for _ in range(6)]
+    fp32 = export_onnx(net, str(tmp_path / 'fp32.onnx'))
+    int8 = quantize(fp32, str(tmp_path / 'int8.onnx'), smooth[:4])
+    sess = ort.InferenceSession(int8, providers=['CPUExecutionProvider'])
+    x = smooth[5][None]
+    with torch.no_grad():
+        ref = net(torch.from_numpy(x)).numpy()
+    got = sess.run(None, {'lq': x})[0]
+    mse = float(((got - ref) ** 2).mean())
+    # stated bound: int8 output within 30 dB PSNR of fp32 (the [0,1] range) on this smooth fixture
+    assert 10 * np.log10(1 / max(mse, 1e-12)) >= 30
+
+
+def test_compare_writes_labelled_columns():
+    from rlfn_arch.compare import compare_one
+    torch.manual_seed(0)
+    net = RLFN(upscale=2, feature_channels=8, num_blocks=1).eval()
+    hr = _img(64, 64, 3)
+    from rlfn_arch.data.matlab_resize import bicubic_lr
+    lr = bicubic_lr(hr, 2)
+    img, psnr = compare_one(hr, lr, 2, [('RLFN', net, torch.device('cpu'))], size=32, zoom=2)
+    assert set(psnr) == {'bicubic', 'RLFN'}
+    assert img.shape[0] == 32 * 2 + 28 and img.shape[1] == 3 * 64 + 2 * 4  # bicubic | RLFN | HR

@@ -189,3 +189,32 @@ def test_stage_iterations_are_exact_with_drop_last(tmp_path):
     yml.write_text(yaml.safe_dump(opt, sort_keys=False))
     run_module('rlfn_arch.train', '-opt', yml)
     assert _iters_in_log(exp / 's1')[-1] == 5
+
+
+def test_model_save_errors_are_raised_not_ignored(tmp_path, monkeypatch):
+    """basicsr 1.4.2 logs 'Just ignore it' on a failed save; ours raises with the path and keeps the old file."""
+    import errno
+
+    from basicsr.models import build_model
+
+    from rlfn_arch.train import stage_options
+    from rlfn_arch.utils import checkpoint
+    from rlfn_arch.utils.options import load_options
+    from rlfn_arch.utils.runtime import finalize
+    yml, exp = tiny_options(tmp_path)
+    opt = stage_options(load_options(str(yml)), str(yml))[0][1]
+    finalize(opt, str(tmp_path), is_train=True, experiments_root=str(exp / 's1'))
+    for key in ('models', 'training_states'):
+        os.makedirs(opt['path'][key], exist_ok=True)
+    model = build_model(opt)
+    model.save(0, 2)
+    good = (exp / 's1' / 'models' / 'net_g_2.pth').read_bytes()
+
+    def full_disk(obj, f, *a, **k):
+        raise OSError(errno.ENOSPC, 'No space left on device')
+
+    monkeypatch.setattr(checkpoint.torch, 'save', full_disk)
+    with pytest.raises(OSError, match=r'cannot write .*net_g_2.pth: No space left'):
+        model.save(0, 2)
+    assert (exp / 's1' / 'models' / 'net_g_2.pth').read_bytes() == good
+    assert sorted(os.listdir(exp / 's1' / 'models')) == ['net_g_2.pth']

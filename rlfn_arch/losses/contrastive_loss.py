@@ -56,7 +56,8 @@ class RandomTanhExtractor(nn.Module):
         # channels_last: oneDNN runs these few-channel convs ~2.4x faster on CPU than in NCHW
         x = self.conv1(x.contiguous(memory_format=torch.channels_last))
         feats['conv1'] = x
-        x = torch.tanh(x)
+        # in place where no gradient is needed (HR and negative): saves a large allocation per call
+        x = torch.tanh(x) if (torch.is_grad_enabled() and x.requires_grad) or 'conv1' in layers else x.tanh_()
         feats['tanh1'] = x
         if 'conv2' in layers:
             feats['conv2'] = self.conv2(x)

@@ -12,7 +12,6 @@ import argparse
 import json
 import os
 import re
-import signal
 import subprocess
 import sys
 import tempfile
@@ -35,33 +34,6 @@ def sh(cmd, log, timeout=900, check=True, env=None):
     return p, time.time() - t
 
 
-def _pids_running(needle):
-    pids = []
-    for d in os.listdir('/proc'):
-        if d.isdigit() and int(d) != os.getpid():
-            try:
-                with open(f'/proc/{d}/cmdline', 'rb') as f:
-                    if needle.encode() in f.read():
-                        pids.append(int(d))
-            except OSError:
-                pass
-    return pids
-
-
-def kill_tree(p, yml):
-    """SIGKILL torchrun and its workers (torchrun starts the workers in sessions of their own)."""
-    for pid in [p.pid] + _pids_running(str(yml)):
-        try:
-            os.kill(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-    p.wait()
-    deadline = time.time() + 30
-    while _pids_running(str(yml)) and time.time() < deadline:
-        time.sleep(0.1)
-    assert not _pids_running(str(yml)), 'training processes survived SIGKILL'
-
-
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument('--out', required=True)
@@ -75,7 +47,8 @@ def main():
     res = {'torch': torch.__version__, 'cuda': torch.cuda.is_available(),
            'device': torch.cuda.get_device_name(0) if torch.cuda.is_available() else 'cpu'}
     print(res, flush=True)
-    from test_train import tiny_options  # the same tiny recipe as the CPU tests
+    from test_ddp import kill_tree  # the same tiny recipe and kill as the CPU tests
+    from test_train import tiny_options
     import pathlib
     tmp = pathlib.Path(tempfile.mkdtemp(prefix='rlfn_gpu_'))
     yml, exp = tiny_options(tmp, stage_iters=(20, args.s2_iters, 1), save_freq=5)

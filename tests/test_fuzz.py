@@ -46,18 +46,26 @@ names = st.text(alphabet=st.characters(blacklist_categories=['Cs', 'Cc'], blackl
 exts = st.sampled_from(['.png', '.jpg', '.PNG', '.txt', '.jpeg', '', '.bmp'])
 
 
+def _read_hostile(tmp_path_factory, what, reader, blob, name, ext):
+    """Write ``blob`` as ``name+ext`` and read it: (folder, path, image or None). A refusal must be an
+    ImageReadError that names the file."""
+    d = tmp_path_factory.mktemp(what)
+    path = d / (name + ext)
+    path.write_bytes(blob)
+    COUNTS[what] = COUNTS.get(what, 0) + 1
+    try:
+        return d, path, reader(str(path))
+    except ImageReadError as e:
+        assert name in str(e)
+        return d, path, None
+
+
 @FUZZ
 @given(blob=blobs, name=names, ext=exts)
 def test_read_image_never_crashes(tmp_path_factory, blob, name, ext):
-    path = tmp_path_factory.mktemp('f') / (name + ext)
-    path.write_bytes(blob)
-    COUNTS['read_image'] = COUNTS.get('read_image', 0) + 1
-    try:
-        img = read_image(str(path))
-    except ImageReadError as e:
-        assert name in str(e)
-        return
-    assert img.dtype == np.uint8 and img.ndim in (2, 3) and img.size > 0
+    _, _, img = _read_hostile(tmp_path_factory, 'read_image', read_image, blob, name, ext)
+    if img is not None:
+        assert img.dtype == np.uint8 and img.ndim in (2, 3) and img.size > 0
 
 
 @settings(max_examples=25, derandomize=True, deadline=None,
@@ -107,14 +115,8 @@ def upscaler():
 @given(blob=blobs, name=names, ext=exts)
 def test_infer_reader_and_writer_on_hostile_files(tmp_path_factory, upscaler, blob, name, ext):
     from rlfn_arch.infer import _read, _write
-    d = tmp_path_factory.mktemp('inf')
-    path = d / (name + ext)
-    path.write_bytes(blob)
-    COUNTS['infer'] = COUNTS.get('infer', 0) + 1
-    try:
-        img = _read(str(path))
-    except ImageReadError as e:
-        assert name in str(e)
+    d, path, img = _read_hostile(tmp_path_factory, 'infer', _read, blob, name, ext)
+    if img is None:
         return
     out = upscaler.upscale(img)
     assert out.shape[:2] == (img.shape[0] * 2, img.shape[1] * 2) and out.dtype == img.dtype

@@ -75,8 +75,16 @@ def ensure_sample_dataset(stage_list, root):
     uses = any(str(ds.get(k, '')).startswith(sample + os.sep) for _, o in stage_list
                for ds in o['datasets'].values() for k in ('dataroot_gt', 'dataroot_lq'))
     if uses and not sample_ready(sample):
-        print(f'preparing the embedded default dataset in {sample} ...', flush=True)
-        cmd_sample(sample)
+        rank = int(os.environ.get('RANK', os.environ.get('SLURM_PROCID', 0)))
+        if rank == 0:
+            print(f'preparing the embedded default dataset in {sample} ...', flush=True)
+            cmd_sample(sample)
+        else:  # under torchrun/slurm only rank 0 builds it; the others wait for sample.json
+            deadline = time.time() + 600
+            while not sample_ready(sample) and time.time() < deadline:
+                time.sleep(1)
+            if not sample_ready(sample):
+                raise OptionError(f'{sample}: rank 0 did not finish preparing the sample dataset in 10 minutes')
 
 
 def check_datasets(stage_list):

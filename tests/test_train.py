@@ -218,3 +218,14 @@ def test_model_save_errors_are_raised_not_ignored(tmp_path, monkeypatch):
         model.save(0, 2)
     assert (exp / 's1' / 'models' / 'net_g_2.pth').read_bytes() == good
     assert sorted(os.listdir(exp / 's1' / 'models')) == ['net_g_2.pth']
+
+
+def test_debug_flag_follows_basicsr(tmp_path):
+    yml, exp = tiny_options(tmp_path, stage_iters=(2, 1, 1), save_freq=1000)
+    opt = yaml.safe_load(yml.read_text())
+    opt['stages'] = opt['stages'][:1]
+    yml.write_text(yaml.safe_dump(opt, sort_keys=False))
+    run_module('rlfn_arch.train', '-opt', yml, '--debug')
+    debug = tmp_path / 'experiments' / 'debug_tiny'
+    assert (debug / 'stages.json').is_file() and not exp.exists()
+    assert _iters_in_log(debug / 's1') == [1, 2]  # print_freq forced to 1

@@ -82,6 +82,12 @@ def finalize(opt, root, is_train, experiments_root=None, source='<options>'):
         opt['path']['training_states'] = osp.join(exp, 'training_states')
         opt['path']['log'] = exp
         opt['path']['visualization'] = osp.join(exp, 'visualization')
+        if 'debug' in opt['name']:  # BasicSR's debug mode (--debug prefixes the name with debug_)
+            if opt.get('val'):
+                opt['val']['val_freq'] = 8
+            opt.setdefault('logger', {})
+            opt['logger']['print_freq'] = 1
+            opt['logger']['save_checkpoint_freq'] = 8
     else:
         res = osp.join(root, 'results', opt['name'])
         opt['path']['results_root'] = res

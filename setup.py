@@ -27,8 +27,8 @@ setup(
     ],
     extras_require={
         # the export / int8 tests run ONNX Runtime, so the test extra includes the export extra
-        'test': ['pytest>=7', 'hypothesis>=6', 'onnx>=1.14', 'onnxruntime>=1.16', 'onnxscript'],
-        'export': ['onnx>=1.14', 'onnxruntime>=1.16', 'onnxscript'],
+        'test': ['pytest>=7', 'hypothesis>=6', 'onnx>=1.14', 'onnxruntime>=1.16', 'onnxscript', 'onnxconverter-common'],
+        'export': ['onnx>=1.14', 'onnxruntime>=1.16', 'onnxscript', 'onnxconverter-common'],
     },
     classifiers=[
         'License :: OSI Approved :: Apache Software License',

@@ -189,3 +189,18 @@ def test_compare_writes_labelled_columns():
     img, psnr = compare_one(hr, lr, 2, [('RLFN', net, torch.device('cpu'))], size=32, zoom=2)
     assert set(psnr) == {'bicubic', 'RLFN'}
     assert img.shape[0] == 32 * 2 + 28 and img.shape[1] == 3 * 64 + 2 * 4  # bicubic | RLFN | HR
+
+
+def test_export_cli_with_fp16(tmp_path):
+    import onnxruntime as ort
+    torch.manual_seed(0)
+    net = RLFN(upscale=2, feature_channels=8, num_blocks=1)
+    ckpt = tmp_path / 'n.pth'
+    torch.save({'params': net.state_dict()}, ckpt)
+    proc = run_module('rlfn_arch.export', '--model_path', ckpt, '--output', tmp_path / 'n.onnx', '--fp16')
+    assert 'check passed' in proc.stdout and (tmp_path / 'n_fp16.onnx').is_file()
+    x = np.random.default_rng(0).random((1, 3, 20, 24)).astype(np.float32)
+    y = ort.InferenceSession(str(tmp_path / 'n_fp16.onnx'), providers=['CPUExecutionProvider']).run(None, {'lq': x})[0]
+    with torch.no_grad():
+        ref = net.eval()(torch.from_numpy(x)).numpy()
+    assert y.dtype == np.float32 and np.abs(y - ref).max() < 1e-2  # fp16 rounding

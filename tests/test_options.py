@@ -53,6 +53,8 @@ def _base():
     (lambda o: o['dist_params'].__setitem__('backnd', 'gloo'), "did you mean 'backend'"),
     (lambda o: o['datasets']['train'].__setitem__('batch_size', 4), "did you mean 'batch_size_per_gpu'"),
     (lambda o: o['path'].__setitem__('pretrain_network', 'x'), "did you mean 'pretrain_network_g'"),
+    (lambda o: o.__setitem__('model_type', 'WarmStartModl'), "model_type: unknown model 'WarmStartModl'; did you mean 'WarmStartModel'"),
+    (lambda o: o['network_g'].__setitem__('type', 'RFLN'), "network_g.type: unknown architecture 'RFLN'; did you mean 'RLFN'"),
 ])
 def test_mistakes_are_errors_with_the_file_and_key(edit, match):
     opt = _base()

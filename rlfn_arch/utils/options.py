@@ -272,8 +272,9 @@ def check_options(opt, source='<options>', is_train=True):
     if opt.get('num_gpu', 'auto') not in ('auto', ) and not (isinstance(opt.get('num_gpu'), int)
                                                            and opt.get('num_gpu') >= 0):
         ck.err('num_gpu', f'must be "auto" or an integer >= 0, got {opt.get("num_gpu")!r}')
-    if opt.get('model_type') is not None:
-        _registered(MODEL_REGISTRY, opt['model_type'], 'model', ck, 'model_type'.rsplit('.', 1)[0])
+    model_type = opt.get('model_type')
+    if model_type is not None and model_type not in MODEL_REGISTRY._obj_map:
+        ck.err('model_type', f'unknown model {model_type!r}{_suggest(model_type, MODEL_REGISTRY._obj_map)}')
     net = opt.get('network_g')
     _check_typed(net, ARCH_REGISTRY, 'architecture', ck, 'network_g')
     if isinstance(net, dict) and net.get('type') == 'RLFN' and 'upscale' in net and net['upscale'] != scale:
@@ -376,7 +377,7 @@ def check_stage_entries(opt, source):
         names.append(name)
         p = f'stages[{i}] ({name})'
         ck.keys(st, _STAGE, p)
-        ck.keys(st.get('train'), _TRAIN_BASE - {'ema_decay'} | {'ema_decay'}, f'{p}.train')
+        ck.keys(st.get('train'), _TRAIN_BASE, f'{p}.train')
         for phase, ds in (st.get('datasets') or {}).items():
             ck.keys(ds, _DATASET_COMMON | _PAIRED, f'{p}.datasets.{phase}')
     dup = sorted({n for n in names if names.count(n) > 1})

@@ -18,25 +18,14 @@ import rlfn_arch  # noqa: F401
 from rlfn_arch.archs import PRESETS, RLFN
 from rlfn_arch.infer import DEFAULT_TILE, DEFAULT_TILE_PAD, tiled_forward
 
-from _common import report
-
-SHARED = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), '..', 'shared')
+from _common import SHARED, benchmark_psnr_y, report
 
 
 def set14_psnr(net, tile, pad):
-    from basicsr.metrics import calculate_psnr
-    root = os.path.join(SHARED, 'datasets', 'Set14')
-    vals = []
-    for name in sorted(os.listdir(os.path.join(root, 'HR'))):
-        stem = os.path.splitext(name)[0]
-        hr = cv2.imread(os.path.join(root, 'HR', name))
-        lr = cv2.imread(os.path.join(root, 'LR_bicubic', 'X4', f'{stem}x4.png'))
-        x = torch.from_numpy(np.ascontiguousarray(lr[:, :, ::-1].transpose(2, 0, 1))).float().div(255)[None]
+    def run(x):
         with torch.inference_mode():
-            y = tiled_forward(net, x, 4, tile, pad).clamp(0, 1)[0].numpy().transpose(1, 2, 0)[:, :, ::-1]
-        sr = (y * 255).round().astype(np.uint8)
-        vals.append(calculate_psnr(sr, hr[:sr.shape[0], :sr.shape[1]], crop_border=4, test_y_channel=True))
-    return float(np.mean(vals))
+            return tiled_forward(net, torch.from_numpy(x), 4, tile, pad).numpy()
+    return benchmark_psnr_y(run, 'Set14')
 
 
 def peak_rss_mb(tile, ckpt, img, out):

@@ -14,7 +14,6 @@ import statistics
 import tempfile
 import time
 
-import numpy as np
 import torch
 from torch.nn import functional as F
 
@@ -25,9 +24,8 @@ from rlfn_arch.export import export_onnx
 from rlfn_arch.fast import optimize_for_inference
 from rlfn_arch.quantize import calibration_patches, quantize
 
-from _common import report
+from _common import SHARED, benchmark_psnr_y, report
 
-SHARED = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), '..', 'shared')
 
 
 def median_ms(fn, runs, warmup=3):
@@ -55,25 +53,6 @@ def ort_session(path, threads):
     so.intra_op_num_threads, so.inter_op_num_threads = threads, 1
     so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     return ort.InferenceSession(path, so, providers=['CPUExecutionProvider'])
-
-
-def set5_psnr_y(run, scale=4):
-    """Mean PSNR-Y (crop = scale) of ``run`` (RGB float (1,3,h,w) numpy -> same) on Set5, or None."""
-    import cv2
-    from basicsr.metrics import calculate_psnr
-    root = os.path.join(SHARED, 'datasets', 'Set5')
-    if not os.path.isdir(root):
-        return None
-    vals = []
-    for name in sorted(os.listdir(os.path.join(root, 'HR'))):
-        stem = os.path.splitext(name)[0]
-        hr = cv2.imread(os.path.join(root, 'HR', name))
-        lr = cv2.imread(os.path.join(root, 'LR_bicubic', f'X{scale}', f'{stem}x{scale}.png'))
-        x = lr[:, :, ::-1].transpose(2, 0, 1)[None].astype(np.float32) / 255
-        y = np.clip(run(np.ascontiguousarray(x))[0].transpose(1, 2, 0)[:, :, ::-1], 0, 1)
-        sr = (y * 255).round().astype(np.uint8)
-        vals.append(calculate_psnr(sr, hr[:sr.shape[0], :sr.shape[1]], crop_border=scale, test_y_channel=True))
-    return float(np.mean(vals))
 
 
 def main():
@@ -118,8 +97,8 @@ def main():
                 row = {'model': preset, 'path': name, 'ms': ms, 'x_eager': base / ms, 'max_abs_diff': diff,
                        'conv_peak_share_pct': 100 * 2 * macs / (ms / 1000) / 1e9 / peak}
                 if preset == 'rlfn_s' and name == 'onnxruntime int8':
-                    p_ref = set5_psnr_y(lambda a: net(torch.from_numpy(a)).detach().numpy())
-                    p_int8 = set5_psnr_y(lambda a: s8.run(None, {'lq': a})[0])
+                    p_ref = benchmark_psnr_y(lambda a: net(torch.from_numpy(a)).detach().numpy(), 'Set5')
+                    p_int8 = benchmark_psnr_y(lambda a: s8.run(None, {'lq': a})[0], 'Set5')
                     if p_ref is not None:
                         row['set5_psnr_y_eager'], row['set5_psnr_y_int8'] = p_ref, p_int8
                         row['psnr_change_dB'] = p_int8 - p_ref

@@ -22,12 +22,6 @@ def _sr(net, lr_bgr, device):
     return (y * 255).round().astype(np.uint8)
 
 
-def _bicubic(lr, scale):
-    from basicsr.utils.matlab_functions import imresize
-    up = imresize(lr.astype(np.float64) / 255, scale)
-    return (np.clip(up, 0, 1) * 255).round().astype(np.uint8)
-
-
 def _panel(img, label, zoom):
     big = cv2.resize(img, None, fx=zoom, fy=zoom, interpolation=cv2.INTER_NEAREST)
     bar = np.full((28, big.shape[1], 3), 255, np.uint8)
@@ -39,7 +33,8 @@ def compare_one(hr, lr, scale, models, crop=None, size=48, zoom=4):
     """Return the comparison image (uint8 BGR) and the PSNR-Y of each column."""
     from basicsr.metrics import calculate_psnr
     hr = hr[:lr.shape[0] * scale, :lr.shape[1] * scale]
-    cols = [('bicubic', _bicubic(lr, scale))] + [(name, _sr(net, lr, dev)) for name, net, dev in models]
+    from rlfn_arch.data.matlab_resize import bicubic_upsample
+    cols = [('bicubic', bicubic_upsample(lr, scale))] + [(name, _sr(net, lr, dev)) for name, net, dev in models]
     psnr = {n: calculate_psnr(img, hr, crop_border=scale, test_y_channel=True) for n, img in cols}
     if crop is None:
         diff = np.abs(cols[1][1].astype(np.float32) - cols[0][1].astype(np.float32)).mean(axis=2)

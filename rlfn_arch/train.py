@@ -282,9 +282,9 @@ def _metrics(model):
 def bicubic_baseline(opt):
     """PSNR/SSIM of MATLAB-bicubic upsampling on the first validation set, with the val metrics' settings."""
     import cv2
-    import numpy as np
     from basicsr.metrics import calculate_metric
-    from basicsr.utils.matlab_functions import imresize
+
+    from rlfn_arch.data.matlab_resize import bicubic_upsample
     val = next((d for p, d in opt['datasets'].items() if p.startswith('val')), None)
     metrics = (opt.get('val') or {}).get('metrics')
     if not val or not metrics or (val.get('io_backend') or {}).get('type', 'disk') != 'disk':
@@ -299,8 +299,7 @@ def bicubic_baseline(opt):
         lq = cv2.imread(osp.join(val['dataroot_lq'], tmpl.format(stem) + ext), cv2.IMREAD_COLOR)
         if gt is None or lq is None:
             continue
-        up = imresize(lq.astype(np.float32) / 255., s)
-        up = (np.clip(up, 0, 1) * 255).round().astype(np.uint8)
+        up = bicubic_upsample(lq, s)
         gt = gt[:lq.shape[0] * s, :lq.shape[1] * s]
         for k, mopt in metrics.items():
             sums[k] += calculate_metric({'img': up, 'img2': gt}, copy.deepcopy(mopt))

@@ -78,3 +78,11 @@ def modcrop(img, scale):
 def bicubic_lr(hr, scale):
     """``imresize(modcrop(hr, s), 1/s, 'bicubic')``: the benchmark degradation, bit-exact."""
     return imresize_matlab(modcrop(hr, scale), 1 / scale)
+
+
+def bicubic_upsample(lr, scale):
+    """The bicubic baseline: basicsr's MATLAB-style ``imresize`` up by ``scale`` (float math; only the
+    downscaling used to make LR files needs the per-pass rounding above), rounded to uint8."""
+    from basicsr.utils.matlab_functions import imresize
+    up = imresize(lr.astype(np.float32) / 255., scale)
+    return (np.clip(up, 0, 1) * 255).round().astype(np.uint8)

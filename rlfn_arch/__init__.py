@@ -1,11 +1,12 @@
 """rlfn-basicsr: a trainable RLFN for BasicSR.
 
 Importing this package registers everything in BasicSR's registries: the ``RLFN`` architecture,
-the ``ContrastiveLoss`` and the ``WarmStartModel``.
+the ``ContrastiveLoss``, the ``WarmStartModel`` and the ``CheckedPairedImageDataset``.
 """
 # The compatibility shim must run before basicsr is imported anywhere.
 from . import _compat  # noqa: F401  isort:skip
 from .archs import *  # noqa: F401,F403,E402
+from .data import *  # noqa: F401,F403,E402
 from .losses import *  # noqa: F401,F403,E402
 from .models import *  # noqa: F401,F403,E402
 

@@ -21,9 +21,13 @@ import torch
 from torch import nn
 
 import rlfn_arch  # noqa: F401
+from rlfn_arch.fast import optimize_for_inference
+from rlfn_arch.utils.fs import atomic_write
+from rlfn_arch.utils.precision import PRECISIONS, resolve_precision
 
 SCHEMA_KEYS = ('model', 'scale', 'input', 'params', 'flops_G', 'activations_M', 'convs', 'device', 'threads',
-               'runtime_ms', 'runs', 'warmup', 'peak_memory_MB', 'memory_kind', 'path', 'hardware')
+               'runtime_ms', 'runs', 'warmup', 'peak_memory_MB', 'memory_kind', 'path', 'hardware', 'precision',
+               'layout')
 
 
 def count_ntire(net, lr_hw=(256, 256), in_channels=3):
@@ -104,12 +108,12 @@ def benchmark(net, name, scale, lr_hw=(256, 256), runs=10, warmup=3, device=None
             'flops_G': round(flops / 1e9, 2), 'activations_M': round(acts / 1e6, 2), 'convs': convs,
             'device': str(device), 'threads': torch.get_num_threads(), 'runtime_ms': round(ms, 2), 'runs': runs,
             'warmup': warmup, 'peak_memory_MB': round(peak, 1), 'memory_kind': kind, 'path': path or 'eager',
-            'hardware': hw}
+            'hardware': hw, 'precision': getattr(net, 'precision', 'fp32'), 'layout': getattr(net, 'layout', 'nchw')}
 
 
 def print_table(rows):
     cols = ['model', 'scale', 'params', 'flops_G', 'activations_M', 'convs', 'runtime_ms', 'peak_memory_MB',
-            'device', 'threads', 'path']
+            'device', 'threads', 'path', 'precision', 'layout']
     widths = [max(len(c), *(len(str(r[c])) for r in rows)) for c in cols]
     print('| ' + ' | '.join(c.ljust(w) for c, w in zip(cols, widths)) + ' |')
     print('|' + '|'.join('-' * (w + 2) for w in widths) + '|')
@@ -130,18 +134,29 @@ def main(argv=None):
     p.add_argument('--warmup', type=int, default=3)
     p.add_argument('--threads', type=int, default=None, help='CPU threads (default: torch default)')
     p.add_argument('--device', default=None)
-    p.add_argument('--fast', action='store_true', help='time the fast inference path as well')
+    p.add_argument('--precision', default='auto', choices=PRECISIONS,
+                   help='auto (default): bf16 where the device runs it natively, else fp32; fp16 on CUDA only')
+    p.add_argument('--fast', action='store_true', help='time the fastest path for that precision as well '
+                   '(channels_last + torch.compile at this one input shape)')
     p.add_argument('--onnx', nargs='+', default=[], help='also time these ONNX models (fp32 or int8) with ONNX Runtime')
     p.add_argument('--json', default='benchmark.json', help='output JSON (default benchmark.json)')
     args = p.parse_args(argv)
     from rlfn_arch.utils.model_io import load_model, pick_device
     device = pick_device(args.device)
-    net, cfg = load_model(args.model_path, args.opt, preset=args.preset, scale=args.scale, device=device)
+    try:
+        net, cfg = load_model(args.model_path, args.opt, preset=args.preset, scale=args.scale, device=device)
+    except (ValueError, OSError) as e:  # CheckpointError (missing, unsafe, non-finite) is a ValueError
+        print(f'error: {e}', file=sys.stderr)
+        return 2
     name = args.preset or os.path.basename(args.model_path)
-    rows = [benchmark(net, name, cfg['upscale'], tuple(args.size), args.runs, args.warmup, device, args.threads)]
+    precision = resolve_precision(args.precision, device)
+    if precision == 'fp16' and device.type != 'cuda':
+        print('error: --precision fp16 needs a CUDA device', file=sys.stderr)
+        return 2
+    eager = net if precision == 'fp32' else optimize_for_inference(net, precision, channels_last=False)
+    rows = [benchmark(eager, name, cfg['upscale'], tuple(args.size), args.runs, args.warmup, device, args.threads)]
     if args.fast:
-        from rlfn_arch.fast import optimize_for_inference
-        fast = optimize_for_inference(net)
+        fast = optimize_for_inference(net, precision, compile=True)
         rows.append(benchmark(fast, name, cfg['upscale'], tuple(args.size), args.runs, args.warmup, device,
                               args.threads, path='fast'))
         rows[-1].update({k: rows[0][k] for k in ('params', 'flops_G', 'activations_M', 'convs')})
@@ -153,8 +168,7 @@ def main(argv=None):
                    runtime_ms=round(time_model(sess, x, args.runs, args.warmup), 2))
         rows.append(row)
     print_table(rows)
-    with open(args.json, 'w') as f:
-        json.dump(rows, f, indent=1)
+    atomic_write(args.json, lambda f: json.dump(rows, f, indent=1), binary=False)
     print(f'wrote {args.json}')
     return 0
 

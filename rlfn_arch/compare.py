@@ -57,7 +57,9 @@ def compare_one(hr, lr, scale, models, crop=None, size=48, zoom=4):
 
 
 def main(argv=None):
-    from rlfn_arch.data.image_io import list_images
+    from rlfn_arch.data.image_io import list_images, write_png
+    from rlfn_arch.fast import optimize_for_inference
+    from rlfn_arch.utils.precision import PRECISIONS, resolve_precision
     from rlfn_arch.utils.model_io import load_model, pick_device
     p = argparse.ArgumentParser(prog='python -m rlfn_arch.compare', description=__doc__.split('\n\n')[0])
     p.add_argument('--hr', required=True)
@@ -69,12 +71,20 @@ def main(argv=None):
     p.add_argument('--filename_tmpl', default='{}x{s}')
     p.add_argument('--crop', type=int, nargs=3, default=None, metavar=('X', 'Y', 'SIZE'), help='HR crop')
     p.add_argument('-o', '--output', required=True)
+    p.add_argument('--precision', default='fp32', choices=PRECISIONS,
+                   help='fp32 (default), auto (bf16 where native), bf16, fp16 (CUDA)')
     args = p.parse_args(argv)
     device = pick_device()
-    net, cfg = load_model(args.model_path, device=device)
-    models = [(args.name, net, device)]
-    if args.model_path2:
-        models.append((args.name2, load_model(args.model_path2, device=device)[0], device))
+    try:
+        net, cfg = load_model(args.model_path, device=device)
+        nets = [(args.name, net)]
+        if args.model_path2:
+            nets.append((args.name2, load_model(args.model_path2, device=device)[0]))
+    except (ValueError, OSError) as e:
+        print(f'error: {e}', file=sys.stderr)
+        return 2
+    precision = resolve_precision(args.precision, device)
+    models = [(n, m if precision == 'fp32' else optimize_for_inference(m, precision), device) for n, m in nets]
     s = cfg['upscale']
     os.makedirs(args.output, exist_ok=True)
     for name in list_images(args.hr)[0]:
@@ -85,7 +95,7 @@ def main(argv=None):
             print(f'skipped {name}: no readable LR/HR pair', file=sys.stderr)
             continue
         img, psnr = compare_one(hr, lr, s, models, args.crop)
-        cv2.imwrite(os.path.join(args.output, f'{stem}_compare.png'), img)
+        write_png(os.path.join(args.output, f'{stem}_compare.png'), img)
         print(f'{stem}: ' + ', '.join(f'{k} {v:.2f} dB' for k, v in psnr.items()))
     return 0
 

@@ -15,7 +15,7 @@ import sys
 from collections import OrderedDict
 
 from rlfn_arch.archs.rlfn_arch import PRESETS
-from rlfn_arch.utils.checkpoint import CheckpointError, atomic_save, safe_load
+from rlfn_arch.utils.checkpoint import CheckpointError, atomic_save, check_finite, safe_load
 
 # NTIRE 2022 challenge code names -> released-code names
 _NTIRE_RENAMES = [(r'^fea_conv\.', 'conv_1.'), (r'^B(\d+)\.', r'block_\1.'), (r'^LR_conv\.', 'conv_2.')]
@@ -107,7 +107,7 @@ def load_rlfn(path, cfg=None):
     ``cfg`` (RLFN's constructor arguments) defaults to what the tensor shapes say.
     """
     from rlfn_arch.archs.rlfn_arch import RLFN
-    sd = normalize_keys(_unwrap(safe_load(path), path), path)
+    sd = check_finite(normalize_keys(_unwrap(safe_load(path), path), path), path)
     cfg = cfg or detect_config(sd, path)
     net = RLFN(**cfg)
     try:

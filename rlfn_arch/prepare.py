@@ -7,7 +7,8 @@
                 temporary folder and renamed when complete.
 * ``df2k``      DIV2K + Flickr2K as downloaded -> the HR/LR sub-image LMDBs of the paper recipes.
 * ``sample``    the embedded default dataset from the photographs inside scikit-image.
-* ``check``     check an HR/LR folder pair (names, sizes) and list every mismatch.
+* ``check``     check an HR/LR pair, two folders or two LMDBs (names, sizes, truncation, keys; ``--deep``
+                decodes every image) and list every problem.
 
 Every command uses all CPU cores by default (``--workers``), shows a progress bar and prints a summary.
 """
@@ -16,6 +17,7 @@ import json
 import math
 import multiprocessing
 import os
+import re
 import shutil
 import sys
 import time
@@ -26,13 +28,18 @@ from rlfn_arch.data.image_io import ImageReadError, list_images, read_image, wri
 from rlfn_arch.data.matlab_resize import bicubic_lr, modcrop
 
 
+class PrepareError(ValueError):
+    """Input that a preparation command cannot use (a bad path, no usable image, bad arguments)."""
+
+
 class Summary:
-    """Counts and problems of one command, printed at the end."""
+    """Counts and problems of one command, printed at the end. ``failed``: inputs that could not be
+    used (the command exits non-zero when there is any); ``skipped``: files that are not images."""
 
     def __init__(self, what):
         self.what, self.t0 = what, time.time()
         self.images = self.outputs = self.bytes = 0
-        self.skipped, self.notes = [], []
+        self.skipped, self.failed, self.notes = [], [], []
 
     def add_file(self, path):
         self.outputs += 1
@@ -41,7 +48,9 @@ class Summary:
     def print(self):
         from basicsr.utils import sizeof_fmt
         print(f'\n{self.what}: {self.images} images in, {self.outputs} files out, {sizeof_fmt(self.bytes)}, '
-              f'{time.time() - self.t0:.1f} s, {len(self.skipped)} skipped')
+              f'{time.time() - self.t0:.1f} s, {len(self.failed)} failed, {len(self.skipped)} skipped')
+        for s in self.failed:
+            print(f'  failed: {s}')
         for s in self.skipped:
             print(f'  skipped: {s}')
         for n in self.notes:
@@ -101,7 +110,7 @@ def _map_folder(what, in_dir, out_dir, fn, workers):
         for p in written:
             summ.add_file(p)
         if err:
-            summ.skipped.append(err)
+            summ.failed.append(err)
     summ.print()
     return summ
 
@@ -174,10 +183,10 @@ def cmd_subimages(hr_dir, out_dir, crop=480, step=240, thresh=48, lr_dir=None, l
     """Crop ``hr_dir`` into sub-images; with ``lr_dir``, crop the matching LR images at ``crop/scale``."""
     if lr_dir:
         if not scale or not lr_out:
-            raise SystemExit('error: --lr needs --scale and --lr_output')
+            raise PrepareError('--lr needs --scale and --lr_output')
         for name, v in (('crop', crop), ('step', step), ('thresh', thresh)):
             if v % scale:
-                raise SystemExit(f'error: --{name} {v} must be divisible by --scale {scale}')
+                raise PrepareError(f'--{name} {v} must be divisible by --scale {scale}')
     fn = partial(_subimages_one, hr_dir=hr_dir, out_dir=out_dir, crop=crop, step=step, thresh=thresh,
                  lr_dir=lr_dir, lr_out=lr_out, scale=scale)
     os.makedirs(out_dir, exist_ok=True)
@@ -200,6 +209,32 @@ def _estimate_map_size(folder, names):
         except Exception:
             total += os.path.getsize(os.path.join(folder, n)) * 4
     return int(total * 1.5) + (64 << 20)
+
+
+def lmdb_keys(names, folder, notes):
+    """LMDB keys for image file names that survive BasicSR's key derivation unchanged.
+
+    BasicSR reads the keys back from ``meta_info.txt`` by cutting each name at its first dot and encodes
+    them as ASCII, so a stem holding a dot (``a.b``), a space, or a non-ASCII letter would be read back
+    as another key, collide, or crash. Such stems are renamed deterministically (every other character
+    becomes ``_``; the HR and LR LMDBs built from the same names get the same keys), each rename noted.
+
+    Raises:
+        PrepareError: two names that would get the same key, naming both.
+    """
+    keys, seen = [], {}
+    for n in names:
+        stem = os.path.splitext(n)[0]
+        key = re.sub(r'[^A-Za-z0-9_-]', '_', stem) or '_'
+        if key != stem:
+            notes.append(f'{os.path.join(folder, n)}: stored under the key {key!r} (BasicSR keys are ASCII, '
+                         'without dots or spaces)')
+        if key in seen:
+            raise PrepareError(f'{os.path.join(folder, seen[key])} and {os.path.join(folder, n)} would both be '
+                               f'stored under the key {key!r}; rename one of them')
+        seen[key] = n
+        keys.append(key)
+    return keys
 
 
 class _quiet_tqdm:
@@ -227,7 +262,7 @@ def cmd_lmdb(folder, lmdb_path, overwrite=False, compress_level=1, workers=None)
     """
     from basicsr.utils import lmdb_util
     if not lmdb_path.endswith('.lmdb'):
-        raise SystemExit(f'error: {lmdb_path}: the LMDB folder name must end with .lmdb')
+        raise PrepareError(f'{lmdb_path}: the LMDB folder name must end with .lmdb')
     lmdb_path = os.path.abspath(lmdb_path.rstrip('/'))
     if os.path.exists(lmdb_path) and not overwrite:
         raise FileExistsError(f'{lmdb_path} already exists; pass --overwrite to replace it')
@@ -240,9 +275,10 @@ def cmd_lmdb(folder, lmdb_path, overwrite=False, compress_level=1, workers=None)
             read_image(os.path.join(folder, n), summ.notes)
             good.append(n)
         except ImageReadError as e:
-            summ.skipped.append(str(e))
+            summ.failed.append(str(e))
     if not good:
-        raise SystemExit(f'error: {folder}: no readable images')
+        raise PrepareError(f'{folder}: no readable images ({len(summ.failed)} failed, {len(others)} not images)')
+    keys = lmdb_keys(good, folder, summ.notes)
     parent, base = os.path.split(lmdb_path)
     os.makedirs(parent, exist_ok=True)
     for stale in os.listdir(parent):  # leftovers of interrupted runs
@@ -253,7 +289,7 @@ def cmd_lmdb(folder, lmdb_path, overwrite=False, compress_level=1, workers=None)
     try:
         with _quiet_tqdm(lmdb_util, quiet):
             lmdb_util.make_lmdb_from_imgs(
-                folder, tmp, good, [os.path.splitext(n)[0] for n in good], compress_level=compress_level,
+                folder, tmp, good, keys, compress_level=compress_level,
                 multiprocessing_read=(workers or default_workers()) > 1, n_thread=workers or default_workers(),
                 map_size=_estimate_map_size(folder, good))
         if os.path.exists(lmdb_path):
@@ -286,7 +322,7 @@ def _find_hr(root, names):
             return os.path.join(root, n)
     if os.path.isdir(root) and list_images(root)[0]:
         return root
-    raise SystemExit(f'error: {root}: none of {names} found.\n{DF2K_LAYOUT}')
+    raise PrepareError(f'{root}: none of {names} found.\n{DF2K_LAYOUT}')
 
 
 def _lcm(values):
@@ -329,19 +365,24 @@ def cmd_df2k(div2k, flickr2k, out_dir, scales=(2, 4), crop=480, step=240, thresh
     hr_all = os.path.join(work, 'HR')
     # one flat HR folder (names do not collide: 0001 vs 000001), modcropped to lcm(scales)
     items = [(d, n) for d in hr_dirs for n in list_images(d)[0]]
-    for err in _modcrop_copy(items, hr_all, _lcm(scales), workers or default_workers()):
-        print(f'  skipped: {err}')
-    cmd_bicubic(hr_all, os.path.join(work, 'LR_bicubic'), scales, workers)
+    first = Summary(f'modcrop to {_lcm(scales)} -> {hr_all}')
+    first.failed = _modcrop_copy(items, hr_all, _lcm(scales), workers or default_workers())
+    summaries = [first, cmd_bicubic(hr_all, os.path.join(work, 'LR_bicubic'), scales, workers)]
     hr_sub = os.path.join(work, 'HR_sub')
     for i, s in enumerate(scales):
         lr_sub = os.path.join(work, f'LR_bicubic_X{s}_sub')
-        cmd_subimages(hr_all, hr_sub if i == 0 else os.path.join(work, f'HR_sub_tmp{s}'), crop, step, thresh,
-                      os.path.join(work, 'LR_bicubic', f'X{s}'), lr_sub, s, workers)
-        cmd_lmdb(lr_sub, os.path.join(out_dir, f'DF2K_LR_bicubic_X{s}_sub.lmdb'), overwrite, workers=workers)
+        summaries.append(cmd_subimages(hr_all, hr_sub if i == 0 else os.path.join(work, f'HR_sub_tmp{s}'), crop, step,
+                                       thresh, os.path.join(work, 'LR_bicubic', f'X{s}'), lr_sub, s, workers))
+        summaries.append(cmd_lmdb(lr_sub, os.path.join(out_dir, f'DF2K_LR_bicubic_X{s}_sub.lmdb'), overwrite,
+                                  workers=workers))
         if i:
             shutil.rmtree(os.path.join(work, f'HR_sub_tmp{s}'))
-    cmd_lmdb(hr_sub, os.path.join(out_dir, 'DF2K_HR_sub.lmdb'), overwrite, workers=workers)
+    summaries.append(cmd_lmdb(hr_sub, os.path.join(out_dir, 'DF2K_HR_sub.lmdb'), overwrite, workers=workers))
+    for summ in summaries[:1]:
+        for err in summ.failed:
+            print(f'  failed: {err}')
     print(f'\nDF2K LMDBs in {out_dir}; the intermediate images are in {work} (safe to delete)')
+    return summaries
 
 
 # ------------------------------------------------------------------------------------------- sample
@@ -404,13 +445,35 @@ def cmd_sample(out_dir, workers=None, overwrite=False):
 
 
 # -------------------------------------------------------------------------------------------- check
-def cmd_check(hr, lr, scale, filename_tmpl='{}x{s}'):
-    from rlfn_arch.data.checks import check_paired_folders
-    problems, n = check_paired_folders(hr, lr, scale, filename_tmpl.replace('{s}', str(scale)))
-    print(f'{n} HR images checked against {lr}: {len(problems)} problem(s)')
+def cmd_check(hr, lr, scale, filename_tmpl='{}x{s}', deep=False, workers=None):
+    """Check an HR/LR pair as training would read it: two folders, or two LMDBs (``*.lmdb``). Prints
+    every problem; returns their number. ``deep`` decodes every image once.
+
+    Raises:
+        PrepareError: the inputs are neither two folders of images nor two LMDBs.
+    """
+    from rlfn_arch.data.checks import check_paired_folders, check_paired_lmdb, deep_check, dataset_items
+    kinds = ['lmdb' if str(p).rstrip('/').endswith('.lmdb') else 'folder' for p in (hr, lr)]
+    if kinds[0] != kinds[1]:
+        raise PrepareError(f'--hr {hr} is a {kinds[0]} but --lr {lr} is a {kinds[1]}; give two folders or two LMDBs')
+    for p in (hr, lr):
+        if not os.path.isdir(p):
+            raise PrepareError(f'{p}: not a folder (expected an image folder or an .lmdb folder)')
+    tmpl = filename_tmpl.replace('{s}', str(scale))
+    if kinds[0] == 'lmdb':
+        problems, n = check_paired_lmdb(hr, lr, scale)
+        what, opt = 'HR keys', {'io_backend': {'type': 'lmdb'}, 'dataroot_gt': hr, 'dataroot_lq': lr}
+    else:
+        problems, n = check_paired_folders(hr, lr, scale, tmpl)
+        what, opt = 'HR images', {'io_backend': {'type': 'disk'}, 'dataroot_gt': hr, 'dataroot_lq': lr}
+    if n == 0 and not problems:
+        problems.append(f'{hr}: no images to check')
+    if deep and not problems:
+        problems = deep_check(dataset_items(opt), workers)
+    print(f'{n} {what} checked against {lr}{" (every image decoded)" if deep else ""}: {len(problems)} problem(s)')
     for p in problems:
         print(f'  {p}')
-    return 1 if problems else 0
+    return len(problems)
 
 
 def build_parser():
@@ -457,34 +520,45 @@ def build_parser():
     e.add_argument('--overwrite', action='store_true')
     e.add_argument('--workers', **w)
 
-    c = sub.add_parser('check', help='check an HR/LR folder pair and list every mismatch')
+    c = sub.add_parser('check', help='check an HR/LR pair (two folders or two LMDBs) and list every problem')
     c.add_argument('--hr', required=True)
     c.add_argument('--lr', required=True)
     c.add_argument('--scale', type=int, required=True, choices=[2, 3, 4, 8])
-    c.add_argument('--filename_tmpl', default='{}x{s}', help="LR name template (default '{}x{s}')")
+    c.add_argument('--filename_tmpl', default='{}x{s}', help="LR name template for folders (default '{}x{s}')")
+    c.add_argument('--deep', action='store_true', help='also decode every image once (in parallel) and list '
+                   'every unreadable or truncated one')
+    c.add_argument('--workers', **w)
     return p
 
 
 def main(argv=None):
+    """Exit codes: 0 done; 1 some inputs failed (listed; the rest was written) or ``check`` found
+    problems; 2 bad arguments or paths (nothing written)."""
     args = build_parser().parse_args(argv)
     try:
         if args.cmd == 'bicubic':
-            cmd_bicubic(args.hr, args.output, args.scales, args.workers)
+            summaries = [cmd_bicubic(args.hr, args.output, args.scales, args.workers)]
         elif args.cmd == 'subimages':
-            cmd_subimages(args.input, args.output, args.crop, args.step, args.thresh, args.lr, args.lr_output,
-                          args.scale, args.workers)
+            summaries = [cmd_subimages(args.input, args.output, args.crop, args.step, args.thresh, args.lr,
+                                       args.lr_output, args.scale, args.workers)]
         elif args.cmd == 'lmdb':
-            cmd_lmdb(args.input, args.output, args.overwrite, args.compress_level, args.workers)
+            summaries = [cmd_lmdb(args.input, args.output, args.overwrite, args.compress_level, args.workers)]
         elif args.cmd == 'df2k':
-            cmd_df2k(args.div2k, args.flickr2k, args.output, args.scales, workers=args.workers, overwrite=args.overwrite)
+            summaries = cmd_df2k(args.div2k, args.flickr2k, args.output, args.scales, workers=args.workers,
+                                 overwrite=args.overwrite)
         elif args.cmd == 'sample':
             from rlfn_arch.utils.runtime import project_root
             cmd_sample(args.output or os.path.join(project_root(), 'datasets', 'sample'), args.workers, args.overwrite)
+            summaries = []
         elif args.cmd == 'check':
-            return cmd_check(args.hr, args.lr, args.scale, args.filename_tmpl)
-    except (FileExistsError, FileNotFoundError) as e:
+            return 1 if cmd_check(args.hr, args.lr, args.scale, args.filename_tmpl, args.deep, args.workers) else 0
+    except (PrepareError, OSError) as e:  # bad paths: an output that is a file, a missing folder, ...
         print(f'error: {e}', file=sys.stderr)
         return 2
+    failed = sum(len(s.failed) for s in summaries)
+    if failed:
+        print(f'error: {failed} input(s) failed (listed above); the others were written', file=sys.stderr)
+        return 1
     return 0
 
 

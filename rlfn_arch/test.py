@@ -8,6 +8,7 @@ import sys
 from unittest import mock
 
 import rlfn_arch  # noqa: F401  registers RLFN & co. and installs the compatibility shim
+from rlfn_arch.utils.checkpoint import check_pretrain
 from rlfn_arch.utils.options import OptionError, check_options, load_options
 from rlfn_arch.utils.runtime import finalize, logger_factory, project_root, reset_basicsr_logger
 
@@ -20,6 +21,8 @@ def parse_args(argv=None):
     parser.add_argument('--datasets_root', default=None,
                         help='folder holding <Set>/HR and <Set>/LR_bicubic/X<s> (e.g. ../shared/datasets); '
                         'replaces the leading "datasets/" of the dataroots in the option file')
+    parser.add_argument('--precision', default='fp32', choices=('fp32', 'auto', 'bf16', 'fp16'),
+                        help='fp32 (default: the paper protocol), auto (bf16 where native), bf16, fp16 (CUDA)')
     parser.add_argument('--auto_resume', action='store_true', help=argparse.SUPPRESS)
     parser.add_argument('--debug', action='store_true', help=argparse.SUPPRESS)
     return parser.parse_args(argv)
@@ -42,12 +45,17 @@ def apply_force_yml(opt, entries, source):
     return opt
 
 
-def load_test_options(opt_path, force_yml=None, datasets_root=None):
+def load_test_options(opt_path, force_yml=None, datasets_root=None, precision='fp32'):
     """Load, check and finalize test options. Datasets whose folders are missing are dropped with a
-    message; none left is an error."""
+    message; none left is an error. ``precision`` other than fp32 runs the network under autocast
+    through WarmStartModel's ``test()`` (a SRModel subclass; basicsr's SRModel has no precision)."""
     import os
     opt = load_options(opt_path)
     apply_force_yml(opt, force_yml, opt_path)
+    if precision != 'fp32':
+        opt.setdefault('val', {})['precision'] = precision
+        if opt.get('model_type') == 'SRModel':
+            opt['model_type'] = 'WarmStartModel'
     check_options(opt, opt_path, is_train=False)
     root = project_root(opt)
     if datasets_root:
@@ -68,14 +76,16 @@ def load_test_options(opt_path, force_yml=None, datasets_root=None):
     if weights and not os.path.isfile(weights):
         raise OptionError(f'{opt_path}: path.pretrain_network_g: {weights} not found '
                           '(convert the official weights with python -m rlfn_arch.convert, or train a model)')
+    if weights:
+        check_pretrain([(None, opt)])
     return opt, root
 
 
 def main(argv=None):
     args = parse_args(argv)
     try:
-        opt, root = load_test_options(args.opt, args.force_yml, args.datasets_root)
-    except OptionError as e:
+        opt, root = load_test_options(args.opt, args.force_yml, args.datasets_root, args.precision)
+    except (OptionError, ValueError) as e:
         print(f'error: {e}', file=sys.stderr)
         return 2
     import basicsr.test as bt

@@ -22,15 +22,17 @@ import copy
 import datetime
 import json
 import os
-import shutil
+import random
 import sys
-import tempfile
 import time
 from os import path as osp
 from unittest import mock
 
 import rlfn_arch  # noqa: F401  compatibility shim + registrations
-from rlfn_arch.utils.checkpoint import CheckpointError, atomic_save, safe_load
+from rlfn_arch.data.checked_dataset import DatasetSampleError
+from rlfn_arch.utils.checkpoint import CheckpointError, atomic_save, check_pretrain, safe_load
+from rlfn_arch.utils.fs import (ExperimentLock, LockedError, UnsafePathError, WriteError, atomic_write, remove_inside,
+                                remove_stale_tmp, rename_inside, require_inside)
 from rlfn_arch.utils.options import (OptionError, check_options, check_stage_entries, deep_merge, load_options,
                                      yaml_dump)
 from rlfn_arch.utils.runtime import finalize, logger_factory, project_root, reset_basicsr_logger
@@ -200,10 +202,17 @@ class StageRecords:
     def update(self, name, **kw):
         self.data['stages'].setdefault(name, {}).update(kw)
         if self.rank == 0:
-            tmp = self.path + '.tmp'
-            with open(tmp, 'w') as f:
-                json.dump(self.data, f, indent=1)
-            os.replace(tmp, self.path)
+            atomic_write(self.path, lambda f: json.dump(self.data, f, indent=1), binary=False)
+
+    def close_killed_segment(self, name, stage_dir):
+        """A stage found 'running' was killed: add the wall time its last segment ran (from the segment's
+        start to the newest file it wrote) to the stage's ``seconds``."""
+        rec = self.get(name)
+        start = rec.get('segment_start')
+        if rec.get('status') != 'running' or not start or not osp.isdir(stage_dir):
+            return
+        newest = max((osp.getmtime(osp.join(d, f)) for d, _, fs in os.walk(stage_dir) for f in fs), default=start)
+        self.update(name, seconds=round(rec.get('seconds', 0) + max(0.0, newest - start), 1), segment_start=None)
 
 
 # ------------------------------------------------------------------------------------ a stage
@@ -220,7 +229,10 @@ def run_stage(opt, args, stage_dir, resume_state, stage_label, log_every_line=Tr
         return captured['model']
 
     def create_train_val_dataloader(o, logger):
-        train_loader, sampler, val_loaders, _, total_iters = orig_loaders(o, logger)
+        # PairedImageDataset -> its subclass whose load errors name the sample (same samples, same options)
+        datasets = {phase: dict(ds, type='CheckedPairedImageDataset') if ds.get('type') == 'PairedImageDataset'
+                    else ds for phase, ds in o['datasets'].items()}
+        train_loader, sampler, val_loaders, _, total_iters = orig_loaders(dict(o, datasets=datasets), logger)
         per_epoch = len(train_loader)  # real batches per rank per epoch (drop_last, sharded)
         if per_epoch == 0:
             ds = o['datasets']['train']
@@ -238,9 +250,13 @@ def run_stage(opt, args, stage_dir, resume_state, stage_label, log_every_line=Tr
             o['path']['strict_load_g'] = True
         return resume_state
 
-    fd, tmp_yml = tempfile.mkstemp(suffix='.yml', prefix=f'{opt["name"]}_')
-    with os.fdopen(fd, 'w') as f:
-        f.write(yaml_dump(_plain(opt)))
+    # basicsr's train_pipeline copies args.opt into the stage folder; the file it copies lives in the
+    # stage's own .run/ folder (never in /tmp, so a killed run leaks nothing outside its experiment)
+    tmp_yml = osp.join(stage_dir, '.run', f'{opt["stage"]}.yml')
+    if opt['rank'] == 0:
+        os.makedirs(osp.dirname(tmp_yml), exist_ok=True)
+        atomic_write(tmp_yml, lambda f: f.write(yaml_dump(_plain(opt))), binary=False)
+    barrier()
     args = copy.copy(args)
     args.opt = tmp_yml
     reset_basicsr_logger()
@@ -253,7 +269,8 @@ def run_stage(opt, args, stage_dir, resume_state, stage_label, log_every_line=Tr
                 mock.patch.object(bt, 'get_root_logger', logger_factory(bt.get_root_logger, stage_label)):
             bt.train_pipeline(stage_dir)
     finally:
-        os.unlink(tmp_yml)
+        if opt['rank'] == 0 and osp.exists(tmp_yml):
+            os.unlink(tmp_yml)
         reset_basicsr_logger()
     return captured.get('model')
 
@@ -327,18 +344,30 @@ def print_summary(records, stage_names, baseline, scale):
 
 
 # --------------------------------------------------------------------------------------- main
+def _worker_message(e):
+    """The last line of an error re-raised from a DataLoader worker (which carries the worker's traceback)."""
+    lines = [ln for ln in str(e).splitlines() if ln.strip()]
+    last = lines[-1] if lines else type(e).__name__
+    return last.split('DatasetSampleError: ', 1)[-1]
+
+
 def main(argv=None):
+    """Exit codes: 0 done; 2 options, data, names or a busy experiment refused (nothing written);
+    3 too many non-finite losses; 4 a file could not be written (disk full, read-only)."""
     args = parse_args(argv)
     from rlfn_arch.test import apply_force_yml
     try:
         raw = load_options(args.opt)
         apply_force_yml(raw, args.force_yml, args.opt)
-        if args.debug and not str(raw.get('name', '')).startswith('debug'):
-            raw['name'] = 'debug_' + str(raw['name'])
+        if args.debug and isinstance(raw.get('name'), str) and not raw['name'].startswith('debug'):
+            raw['name'] = 'debug_' + raw['name']
+        if raw.get('manual_seed') is None:  # basicsr draws a random seed; one for every stage of the run
+            raw['manual_seed'] = random.randint(1, 10000)
         stage_list = stage_options(raw, args.opt)
         root = project_root(raw)
         for _, o in stage_list:
             finalize(o, root, is_train=True, source=args.opt)
+        check_pretrain(stage_list)
         ensure_sample_dataset(stage_list, root)
         check_datasets(stage_list)
     except OptionError as e:
@@ -350,37 +379,90 @@ def main(argv=None):
     except NonFiniteLossError as e:
         print(f'error: {e}', file=sys.stderr)
         return 3
-    except OptionError as e:
+    except (OptionError, LockedError, UnsafePathError) as e:
         print(f'error: {e}', file=sys.stderr)
         return 2
-    except OSError as e:  # e.g. disk full or read-only folder while saving: previous files are intact
-        print(f'error: {e} (the previous checkpoints and training states are intact)', file=sys.stderr)
+    except DatasetSampleError as e:
+        print(f'error: {_worker_message(e)}', file=sys.stderr)
+        return 2
+    except WriteError as e:  # atomic writes: the previous file at that path is really intact
+        print(f'error: {e} (the previous version of that file is intact; free space or fix permissions, '
+              'then resume with --auto_resume)', file=sys.stderr)
+        return 4
+    except OSError as e:  # any other write failure: say what failed, claim nothing
+        print(f'error: {e.filename + ": " if getattr(e, "filename", None) else ""}{e.strerror or e}',
+              file=sys.stderr)
         return 4
 
 
+def _archive(exp_root, experiments):
+    """Rename an existing experiment folder to ``<name>_archived_<time>`` (BasicSR's convention), after
+    proving both names are inside ``experiments/``."""
+    archived = f'{exp_root}_archived_{time.strftime("%Y%m%d_%H%M%S")}'
+    rename_inside(exp_root, archived, experiments)
+    print(f'{exp_root} exists; renamed to {archived} (use --auto_resume to continue it)', flush=True)
+
+
+def _lock(experiments, name, rank, world):
+    """Rank 0 takes the experiment's lock; every rank learns whether it succeeded."""
+    lock, error = None, None
+    if rank == 0:
+        try:
+            lock = ExperimentLock(experiments, name).acquire()
+        except LockedError as e:
+            error = str(e)
+    if world > 1:
+        import torch.distributed as dist
+        box = [error]
+        dist.broadcast_object_list(box, src=0)
+        error = box[0]
+    if error:
+        raise LockedError(error)
+    return lock
+
+
+def _clean_unfinished_stage(stage_dir, exp_root):
+    """An unfinished stage with nothing to resume from restarts cleanly: everything in its folder goes,
+    except stages.json; each entry is proven to be inside the experiment folder first."""
+    for entry in os.listdir(stage_dir):
+        if entry != STAGES_JSON:
+            remove_inside(osp.join(stage_dir, entry), exp_root)
+
+
 def train_stages(args, raw, stage_list, root):
+    rank, world = 0, 1
+    if args.launcher != 'none':
+        rank, world = init_dist(args.launcher, stage_list[0][1])
+    name = raw['name']
+    experiments = osp.join(root, 'experiments')
+    exp_root = osp.join(experiments, name)
+    require_inside(exp_root, experiments, 'use', follow=False)  # names are checked; this is the second line
+    lock = _lock(experiments, name, rank, world)
+    try:
+        return _train_locked(args, raw, stage_list, root, rank, world, experiments, exp_root)
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def _train_locked(args, raw, stage_list, root, rank, world, experiments, exp_root):
     import torch
 
     from basicsr.utils import set_random_seed
     name = raw['name']
-    exp_root = osp.join(root, 'experiments', name)
-    rank, world = 0, 1
-    if args.launcher != 'none':
-        rank, world = init_dist(args.launcher, stage_list[0][1])
-    records_path = osp.join(exp_root, STAGES_JSON)
-    if rank == 0 and not args.auto_resume and osp.exists(exp_root):
-        archived = f'{exp_root}_archived_{time.strftime("%Y%m%d_%H%M%S")}'
-        print(f'{exp_root} exists; renamed to {archived} (use --auto_resume to continue it)', flush=True)
-        os.rename(exp_root, archived)
+    if rank == 0 and not args.auto_resume and osp.lexists(exp_root):
+        _archive(exp_root, experiments)
     barrier()
     if rank == 0:
         os.makedirs(exp_root, exist_ok=True)
     barrier()
-    records = StageRecords(records_path, rank)
+    records = StageRecords(osp.join(exp_root, STAGES_JSON), rank)
     names = [st or 'train' for st, _ in stage_list]
     prev_final = None
     for k, ((stage, opt), label) in enumerate(zip(stage_list, names)):
         stage_dir = osp.join(exp_root, stage) if stage else exp_root
+        if stage:
+            require_inside(stage_dir, exp_root, 'use', follow=False)
         opt['dist'], opt['rank'], opt['world_size'] = args.launcher != 'none', rank, world
         opt['auto_resume'] = args.auto_resume
         opt['stage'] = label
@@ -396,11 +478,15 @@ def train_stages(args, raw, stage_list, root):
             opt['path']['pretrain_network_g'] = prev_final
             opt['path']['param_key_g'] = 'params_ema' if 'params_ema' in ckpt else 'params'
             opt['path']['strict_load_g'] = True
-        seed = opt.setdefault('manual_seed', 0)
-        set_random_seed(seed + rank)
+        set_random_seed(opt['manual_seed'] + rank)
         device = torch.device('cuda' if opt['num_gpu'] else 'cpu')
         resume_state = None
         if args.auto_resume:
+            if rank == 0:
+                records.close_killed_segment(label, stage_dir)
+                for folder in (opt['path']['models'], opt['path']['training_states']):
+                    for f in remove_stale_tmp(folder):
+                        print(f'[{label}] removed {f} (a write interrupted by the kill)', flush=True)
             resume_state, state_path = find_resume_state(stage_dir, device)
             if resume_state is not None and rank == 0:
                 print(f'[{label}] resuming from {state_path} (iter {resume_state["iter"]})', flush=True)
@@ -411,15 +497,11 @@ def train_stages(args, raw, stage_list, root):
                 if len(set(its)) != 1:
                     raise RuntimeError(f'[{label}] ranks found different resume states: {its}')
         if resume_state is None and rank == 0 and osp.isdir(stage_dir):
-            # an unfinished stage with nothing to resume from restarts cleanly (stages.json stays)
-            for entry in os.listdir(stage_dir):
-                full = osp.join(stage_dir, entry)
-                if entry != STAGES_JSON:
-                    shutil.rmtree(full) if osp.isdir(full) and not osp.islink(full) else os.unlink(full)
+            _clean_unfinished_stage(stage_dir, exp_root)
         barrier()
-        records.update(label, status='running', init_from=opt['path'].get('pretrain_network_g'),
-                       total_iter=opt['train']['total_iter'])
         t0 = time.time()
+        records.update(label, status='running', init_from=opt['path'].get('pretrain_network_g'),
+                       total_iter=opt['train']['total_iter'], segment_start=t0)
         init_path = osp.join(stage_dir, 'models', 'net_g_init.pth')
         with _save_init(init_path, resume_state is None):
             model = run_stage(opt, args, stage_dir, resume_state, label)
@@ -429,7 +511,7 @@ def train_stages(args, raw, stage_list, root):
         barrier()
         records.update(label, status='done', final=final, iters=opt['train']['total_iter'],
                        seconds=round(time.time() - t0 + records.get(label).get('seconds', 0), 1),
-                       metrics=_metrics(model))
+                       segment_start=None, metrics=_metrics(model))
         prev_final = final
     if rank == 0:
         final_path = osp.join(exp_root, 'net_g_final.pth')

@@ -1,10 +1,13 @@
+import glob
 import os
+import re
 import subprocess
 import sys
 
 import cv2
 import numpy as np
 import pytest
+import yaml
 
 import rlfn_arch  # noqa: F401
 
@@ -46,3 +49,46 @@ def make_pairs(root, n=4, size=(64, 48), scale=4, seed=0, lr_tmpl='{}x{s}'):
         cv2.imwrite(os.path.join(hr_dir, f'img{i}.png'), hr)
         cv2.imwrite(os.path.join(lr_dir, lr_tmpl.format(f'img{i}', s=scale) + '.png'), bicubic_lr(hr, scale))
     return hr_dir, lr_dir
+
+
+def tiny_options(tmp_path, stage_iters=(4, 4, 4), save_freq=2, scale=4, extra_stage2=None):
+    """A three-stage option file on tiny data; experiments go under tmp_path (path.root)."""
+    hr, lr = make_pairs(str(tmp_path / 'data'), n=6, size=(80, 80), scale=scale)
+    opt = {
+        'name': 'tiny', 'model_type': 'WarmStartModel', 'scale': scale, 'num_gpu': 0, 'manual_seed': 0,
+        'datasets': {
+            'train': {'name': 'tiny_train', 'type': 'PairedImageDataset', 'dataroot_gt': hr, 'dataroot_lq': lr,
+                      'filename_tmpl': '{}x%d' % scale, 'io_backend': {'type': 'disk'}, 'gt_size': 16 * scale,
+                      'use_hflip': True, 'use_rot': True, 'num_worker_per_gpu': 0, 'batch_size_per_gpu': 2,
+                      'dataset_enlarge_ratio': 1},
+            'val': {'name': 'tiny_val', 'type': 'PairedImageDataset', 'dataroot_gt': hr, 'dataroot_lq': lr,
+                    'filename_tmpl': '{}x%d' % scale, 'io_backend': {'type': 'disk'}}},
+        'network_g': {'type': 'RLFN', 'upscale': scale, 'feature_channels': 8, 'mid_channels': 8, 'num_blocks': 1},
+        'path': {'root': str(tmp_path), 'pretrain_network_g': None, 'strict_load_g': True},
+        'train': {'ema_decay': 0, 'optim_g': {'type': 'Adam', 'lr': 1e-3, 'betas': [0.9, 0.99]},
+                  'scheduler': {'type': 'MultiStepLR', 'milestones': [1000], 'gamma': 0.5},
+                  'total_iter': stage_iters[0], 'warmup_iter': -1,
+                  'pixel_opt': {'type': 'L1Loss', 'loss_weight': 1.0, 'reduction': 'mean'}},
+        'val': {'val_freq': 1000, 'save_img': False,
+                'metrics': {'psnr': {'type': 'calculate_psnr', 'crop_border': scale, 'test_y_channel': True}}},
+        'logger': {'print_freq': 1, 'save_checkpoint_freq': save_freq, 'use_tb_logger': False},
+        'stages': [
+            {'name': 's1'},
+            {'name': 's2', 'train': {'total_iter': stage_iters[1], 'optim_g': {'lr': 5e-4}, **(extra_stage2 or {})}},
+            {'name': 's3', 'train': {'total_iter': stage_iters[2], 'contrastive_opt': {
+                'type': 'ContrastiveLoss', 'loss_weight': 0.1, 'num_features': 4}}},
+        ],
+    }
+    path = tmp_path / 'tiny.yml'
+    path.write_text(yaml.safe_dump(opt, sort_keys=False))
+    return path, tmp_path / 'experiments' / 'tiny'
+
+
+def logs(stage_dir):
+    """Every training log of a stage folder, concatenated."""
+    return '\n'.join(open(p).read() for p in sorted(glob.glob(os.path.join(stage_dir, 'train_*.log'))))
+
+
+def iters_in_log(stage_dir):
+    """The iteration numbers the logs of a stage folder report, sorted."""
+    return sorted({int(m.replace(',', '')) for m in re.findall(r'iter:\s+([\d,]+)', logs(stage_dir))})

@@ -103,7 +103,7 @@ def test_subimages_cover_every_hr_pixel_and_match_lr(tmp_path):
     out, lr_out = tmp_path / 'sub', tmp_path / 'lrsub'
     summ = prepare.cmd_subimages(hr_dir, str(out), crop=48, step=24, thresh=8, lr_dir=lr_dir, lr_out=str(lr_out),
                                  scale=4, workers=1)
-    assert not summ.skipped
+    assert not summ.skipped and not summ.failed
     for n in ('img0', 'img1'):
         hr = cv2.imread(os.path.join(hr_dir, n + '.png'))
         subs = sorted(glob.glob(str(out / f'{n}_s*.png')))
@@ -137,9 +137,10 @@ def test_bad_inputs_each_have_a_documented_behaviour(tmp_path):
     (hr / 'notes.txt').write_text('not an image')
     (hr / 'fake.jpg').write_text('not a jpeg either')
     summ = prepare.cmd_bicubic(str(hr), str(tmp_path / 'LR'), scales=[2], workers=1)
-    skipped = '\n'.join(summ.skipped)
-    for bad in ('zero.png', 'trunc.png', 'notes.txt', 'fake.jpg'):
-        assert bad in skipped
+    failed, skipped = '\n'.join(summ.failed), '\n'.join(summ.skipped)
+    for bad in ('zero.png', 'trunc.png', 'fake.jpg'):  # images that cannot be used: failed (exit code 1)
+        assert bad in failed and bad not in skipped
+    assert 'notes.txt' in skipped and 'notes.txt' not in failed  # not an image: skipped, not a failure
     out = tmp_path / 'LR' / 'X2'
     assert cv2.imread(str(out / 'grayx2.png'), cv2.IMREAD_UNCHANGED).ndim == 2  # greyscale kept
     assert cv2.imread(str(out / 'rgbax2.png'), cv2.IMREAD_UNCHANGED).shape == (15, 15, 3)  # alpha dropped

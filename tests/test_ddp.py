@@ -10,9 +10,8 @@ import time
 
 import torch
 
-from conftest import REPO
+from conftest import REPO, iters_in_log, tiny_options
 from rlfn_arch.utils.checkpoint import safe_load
-from test_train import _iters_in_log, tiny_options
 
 TORCHRUN = [sys.executable, '-m', 'torch.distributed.run', '--standalone', '--nproc_per_node=2']
 
@@ -71,7 +70,7 @@ def test_two_process_gloo_two_stages_kill_and_resume(tmp_path):
     assert 'World size (gpu number): 2' in log1
     # each rank: 6 images / 2 ranks = 3 per rank, batch 2, drop_last -> 1 iteration per epoch
     assert 'Iteration accounting: 1 iters/epoch per process' in log1
-    assert _iters_in_log(s1)[-1] == 4
+    assert iters_in_log(s1)[-1] == 4
     s1_init = safe_load(s1 / 'models' / 'net_g_init.pth')['params']
     s1_final = safe_load(s1 / 'models' / 'net_g_latest.pth')['params']
     assert any(not torch.equal(s1_init[k], s1_final[k]) for k in s1_init)
@@ -87,6 +86,6 @@ def test_two_process_gloo_two_stages_kill_and_resume(tmp_path):
     assert re.search(r'\[s2\] DDP replicas identical on 2 ranks', out)
     records = json.loads((exp / 'stages.json').read_text())['stages']
     assert records['s1']['status'] == records['s2']['status'] == 'done'
-    assert _iters_in_log(exp / 's2')[-1] == 300
+    assert iters_in_log(exp / 's2')[-1] == 300
     assert not glob.glob(str(tmp_path / 'experiments' / '*archived*'))
     shutil.rmtree(other)

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import run_module
+from conftest import run_module, tiny_options
 from rlfn_arch.archs import PRESETS, RLFN
 from rlfn_arch.benchmark import count_ntire
 from rlfn_arch.infer import Upscaler, tiled_forward
@@ -128,12 +128,28 @@ def test_fast_path_equals_eager():
     from rlfn_arch.fast import optimize_for_inference
     torch.manual_seed(0)
     net = RLFN(upscale=4, feature_channels=16, num_blocks=2).eval()
-    fast = optimize_for_inference(net)
-    for hw in [(17, 23), (7, 9)]:  # each new shape compiles (seconds); 7x9 takes the padded path
-        x = torch.rand(2, 3, *hw)
-        with torch.no_grad():
-            ref = net(x)
-        assert (fast(x) - ref).abs().max().item() <= 1e-5, hw
+    for fast in (optimize_for_inference(net, precision='fp32'), optimize_for_inference(net, 'fp32', compile=True)):
+        for hw in [(17, 23), (7, 9)]:  # each new shape compiles (seconds); 7x9 takes the padded path
+            x = torch.rand(2, 3, *hw)
+            with torch.no_grad():
+                ref = net(x)
+            y = fast(x)
+            assert y.dtype == torch.float32 and y.is_contiguous()
+            assert (y - ref).abs().max().item() <= 1e-5, hw
+
+
+def test_bf16_fast_path_is_close_to_fp32_and_returns_fp32():
+    from rlfn_arch.fast import optimize_for_inference
+    torch.manual_seed(0)
+    net = RLFN(upscale=2, feature_channels=16, num_blocks=2).eval()
+    x = torch.rand(1, 3, 24, 20)
+    with torch.no_grad():
+        ref = net(x)
+    fast = optimize_for_inference(net, precision='bf16')
+    y = fast(x)
+    assert fast.precision == 'bf16' and y.dtype == torch.float32 and y.shape == ref.shape
+    # bf16 keeps 8 mantissa bits: a relative error of ~0.4% per operation, a few 1e-3 over the network
+    assert (y - ref).abs().mean().item() < 5e-3 and not torch.equal(y, ref)
 
 
 def test_onnx_export_round_trip_on_odd_sizes(tmp_path):
@@ -148,7 +164,6 @@ def test_onnx_export_round_trip_on_odd_sizes(tmp_path):
 def test_export_a_checkpoint_trained_by_our_trainer(tmp_path):
     import yaml
 
-    from test_train import tiny_options
     yml, exp = tiny_options(tmp_path, stage_iters=(2, 1, 1))
     opt = yaml.safe_load(yml.read_text())
     opt['stages'] = opt['stages'][:1]

@@ -10,45 +10,8 @@ import pytest
 import torch
 import yaml
 
-from conftest import REPO, make_pairs, run_module
+from conftest import REPO, iters_in_log, logs, run_module, tiny_options
 from rlfn_arch.utils.checkpoint import safe_load
-
-
-def tiny_options(tmp_path, stage_iters=(4, 4, 4), save_freq=2, scale=4, extra_stage2=None):
-    """A three-stage option file on tiny data; experiments go under tmp_path (path.root)."""
-    hr, lr = make_pairs(str(tmp_path / 'data'), n=6, size=(80, 80), scale=scale)
-    opt = {
-        'name': 'tiny', 'model_type': 'WarmStartModel', 'scale': scale, 'num_gpu': 0, 'manual_seed': 0,
-        'datasets': {
-            'train': {'name': 'tiny_train', 'type': 'PairedImageDataset', 'dataroot_gt': hr, 'dataroot_lq': lr,
-                      'filename_tmpl': '{}x%d' % scale, 'io_backend': {'type': 'disk'}, 'gt_size': 16 * scale,
-                      'use_hflip': True, 'use_rot': True, 'num_worker_per_gpu': 0, 'batch_size_per_gpu': 2,
-                      'dataset_enlarge_ratio': 1},
-            'val': {'name': 'tiny_val', 'type': 'PairedImageDataset', 'dataroot_gt': hr, 'dataroot_lq': lr,
-                    'filename_tmpl': '{}x%d' % scale, 'io_backend': {'type': 'disk'}}},
-        'network_g': {'type': 'RLFN', 'upscale': scale, 'feature_channels': 8, 'mid_channels': 8, 'num_blocks': 1},
-        'path': {'root': str(tmp_path), 'pretrain_network_g': None, 'strict_load_g': True},
-        'train': {'ema_decay': 0, 'optim_g': {'type': 'Adam', 'lr': 1e-3, 'betas': [0.9, 0.99]},
-                  'scheduler': {'type': 'MultiStepLR', 'milestones': [1000], 'gamma': 0.5},
-                  'total_iter': stage_iters[0], 'warmup_iter': -1,
-                  'pixel_opt': {'type': 'L1Loss', 'loss_weight': 1.0, 'reduction': 'mean'}},
-        'val': {'val_freq': 1000, 'save_img': False,
-                'metrics': {'psnr': {'type': 'calculate_psnr', 'crop_border': scale, 'test_y_channel': True}}},
-        'logger': {'print_freq': 1, 'save_checkpoint_freq': save_freq, 'use_tb_logger': False},
-        'stages': [
-            {'name': 's1'},
-            {'name': 's2', 'train': {'total_iter': stage_iters[1], 'optim_g': {'lr': 5e-4}, **(extra_stage2 or {})}},
-            {'name': 's3', 'train': {'total_iter': stage_iters[2], 'contrastive_opt': {
-                'type': 'ContrastiveLoss', 'loss_weight': 0.1, 'num_features': 4}}},
-        ],
-    }
-    path = tmp_path / 'tiny.yml'
-    path.write_text(yaml.safe_dump(opt, sort_keys=False))
-    return path, tmp_path / 'experiments' / 'tiny'
-
-
-def _logs(stage_dir):
-    return '\n'.join(open(p).read() for p in sorted(glob.glob(os.path.join(stage_dir, 'train_*.log'))))
 
 
 def test_three_stages_end_to_end(tmp_path):
@@ -72,21 +35,16 @@ def test_three_stages_end_to_end(tmp_path):
     assert st['optimizers'][0]['param_groups'][0]['lr'] == pytest.approx(5e-4)
     assert st['optimizers'][0]['param_groups'][0]['initial_lr'] == pytest.approx(5e-4)
     # l_contrast only where configured; the stage named on the log lines
-    assert 'l_contrast' not in _logs(exp / 's1') and 'l_contrast' not in _logs(exp / 's2')
-    assert 'l_contrast' in _logs(exp / 's3') and '[s3]' in _logs(exp / 's3')
+    assert 'l_contrast' not in logs(exp / 's1') and 'l_contrast' not in logs(exp / 's2')
+    assert 'l_contrast' in logs(exp / 's3') and '[s3]' in logs(exp / 's3')
     for s in ('s1', 's2', 's3'):
-        assert 'l_pix' in _logs(exp / s) and 'l_total' in _logs(exp / s)
+        assert 'l_pix' in logs(exp / s) and 'l_total' in logs(exp / s)
         assert os.path.isdir(exp / s / 'training_states') and os.path.isdir(exp / s / 'models')
     assert (exp / 'net_g_final.pth').is_file()
     final = safe_load(exp / 'net_g_final.pth')['params']
     last = safe_load(exp / 's3' / 'models' / 'net_g_latest.pth')['params']
     assert all(torch.equal(final[k], last[k]) for k in final)
     assert '| stage' in proc.stdout and 'bicubic x4' in proc.stdout and 'PSNR-Y' in proc.stdout
-
-
-def _iters_in_log(stage_dir):
-    import re
-    return sorted({int(m.replace(',', '')) for m in re.findall(r'iter:\s+([\d,]+)', _logs(stage_dir))})
 
 
 def test_sigkill_in_stage2_then_auto_resume_from_another_directory(tmp_path):
@@ -115,7 +73,7 @@ def test_sigkill_in_stage2_then_auto_resume_from_another_directory(tmp_path):
     assert not glob.glob(str(tmp_path / 'experiments' / 'tiny_archived*'))
     assert not os.path.exists(other / 'experiments')
     # the same iterations as an uninterrupted run: stage 2 ends at exactly 400, nothing lost or repeated
-    iters = _iters_in_log(exp / 's2')
+    iters = iters_in_log(exp / 's2')
     assert iters[-1] == 400 and iters == list(range(iters[0], 401))
     st = safe_load(exp / 's2' / 'training_states' / '399.state')
     assert st['iter'] == 399 and {int(v['step']) for v in st['optimizers'][0]['state'].values()} == {399}
@@ -162,16 +120,15 @@ def test_nonfinite_losses_skip_updates_then_stop_with_the_last_good_checkpoint_i
 def test_write_failure_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
     import errno
 
-    from rlfn_arch.utils import checkpoint
+    from rlfn_arch.utils import checkpoint, fs
     target = tmp_path / 'net.pth'
     checkpoint.atomic_save({'params': {'w': torch.ones(3)}}, target)
     before = target.read_bytes()
 
-    def full_disk(obj, f, *a, **k):
-        f.write(b'partial')
+    def full_disk(fd):  # the bytes went to the page cache; the disk reports ENOSPC when they must land
         raise OSError(errno.ENOSPC, 'No space left on device')
 
-    monkeypatch.setattr(checkpoint.torch, 'save', full_disk)
+    monkeypatch.setattr(fs.os, 'fsync', full_disk)
     with pytest.raises(OSError, match='cannot write .*net.pth: No space left'):
         checkpoint.atomic_save({'params': {'w': torch.zeros(3)}}, target)
     assert target.read_bytes() == before
@@ -188,7 +145,7 @@ def test_stage_iterations_are_exact_with_drop_last(tmp_path):
     opt['stages'] = opt['stages'][:1]
     yml.write_text(yaml.safe_dump(opt, sort_keys=False))
     run_module('rlfn_arch.train', '-opt', yml)
-    assert _iters_in_log(exp / 's1')[-1] == 5
+    assert iters_in_log(exp / 's1')[-1] == 5
 
 
 def test_model_save_errors_are_raised_not_ignored(tmp_path, monkeypatch):
@@ -198,7 +155,7 @@ def test_model_save_errors_are_raised_not_ignored(tmp_path, monkeypatch):
     from basicsr.models import build_model
 
     from rlfn_arch.train import stage_options
-    from rlfn_arch.utils import checkpoint
+    from rlfn_arch.utils import fs
     from rlfn_arch.utils.options import load_options
     from rlfn_arch.utils.runtime import finalize
     yml, exp = tiny_options(tmp_path)
@@ -210,10 +167,10 @@ def test_model_save_errors_are_raised_not_ignored(tmp_path, monkeypatch):
     model.save(0, 2)
     good = (exp / 's1' / 'models' / 'net_g_2.pth').read_bytes()
 
-    def full_disk(obj, f, *a, **k):
+    def full_disk(fd):  # the bytes went to the page cache; the disk reports ENOSPC when they must land
         raise OSError(errno.ENOSPC, 'No space left on device')
 
-    monkeypatch.setattr(checkpoint.torch, 'save', full_disk)
+    monkeypatch.setattr(fs.os, 'fsync', full_disk)
     with pytest.raises(OSError, match=r'cannot write .*net_g_2.pth: No space left'):
         model.save(0, 2)
     assert (exp / 's1' / 'models' / 'net_g_2.pth').read_bytes() == good
@@ -228,4 +185,4 @@ def test_debug_flag_follows_basicsr(tmp_path):
     run_module('rlfn_arch.train', '-opt', yml, '--debug')
     debug = tmp_path / 'experiments' / 'debug_tiny'
     assert (debug / 'stages.json').is_file() and not exp.exists()
-    assert [i for i in _iters_in_log(debug / 's1') if i] == [1, 2]  # print_freq forced to 1 (0: the start line)
+    assert [i for i in iters_in_log(debug / 's1') if i] == [1, 2]  # print_freq forced to 1 (0: the start line)

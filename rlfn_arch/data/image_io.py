@@ -15,6 +15,8 @@ import os
 import cv2
 import numpy as np
 
+from ..utils.fs import atomic_write
+
 IMG_EXTENSIONS = ('.png', '.jpg', '.jpeg', '.bmp', '.tif', '.tiff', '.webp', '.ppm', '.pgm')
 #: Refuse images above this many pixels before decoding (a 16k x 16k image is 268 M pixels).
 MAX_PIXELS = 16384 * 16384
@@ -113,14 +115,9 @@ def read_image(path, notes=None):
 
 
 def write_png(path, img):
-    """Write a PNG atomically (temporary name, then rename), so no partial file is left behind."""
-    folder = os.path.dirname(path) or '.'
-    os.makedirs(folder, exist_ok=True)
-    tmp = os.path.join(folder, f'.{os.path.basename(path)}.{os.getpid()}.tmp.png')
-    try:
-        if not cv2.imwrite(tmp, img):
-            raise OSError(f'cannot write {path}')
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    """Write a PNG atomically (:func:`rlfn_arch.utils.fs.atomic_write`): no partial file is left behind."""
+    os.makedirs(os.path.dirname(path) or '.', exist_ok=True)
+    ok, buf = cv2.imencode('.png', img)
+    if not ok:
+        raise OSError(f'cannot encode {path}')
+    atomic_write(path, lambda f: f.write(buf.tobytes()))

@@ -10,8 +10,18 @@ Overrides only what SRModel cannot do:
   instead of basicsr's "Just ignore it", never a checkpoint with non-finite weights; the training
   state also holds the torch / numpy / Python RNG states.
 * ``resume_training``: restores those RNG states too.
-* ``load_network``: ``weights_only=True`` loading, CUDA-saved files open on CPU.
-* ``model_to_device``: DistributedDataParallel without CUDA ``device_ids`` on CPU (gloo).
+* ``load_network``: ``weights_only=True`` loading, CUDA-saved files open on CPU, non-finite weights
+  refused with the tensor's name.
+* ``model_to_device``: DistributedDataParallel without CUDA ``device_ids`` on CPU (gloo); the network in
+  channels_last layout where ``train: channels_last`` (default ``auto``) says so.
+* ``feed_data`` / ``test``: inputs in the network's layout; validation in ``val: precision`` (default
+  fp32, the paper protocol; ``train`` = the training precision), outputs returned as fp32.
+
+Mixed precision (``train: precision: auto | fp32 | bf16 | fp16``, default ``auto``; see
+:mod:`rlfn_arch.utils.precision`): the forward pass and the losses run under autocast, weights, optimizer
+state, EMA and checkpoints stay fp32. fp16 uses dynamic loss scaling (``torch.amp.GradScaler``, its state
+saved in training states); a step the scaler skips because the scaled gradients overflowed is scaling at
+work and does not count toward ``max_nonfinite``; a non-finite fp32 loss does.
 """
 import os
 import random
@@ -27,7 +37,8 @@ from basicsr.utils import get_root_logger
 from basicsr.utils.dist_util import master_only
 from basicsr.utils.registry import MODEL_REGISTRY
 
-from rlfn_arch.utils.checkpoint import atomic_save, safe_load
+from rlfn_arch.utils.checkpoint import atomic_save, check_finite, safe_load
+from rlfn_arch.utils.precision import autocast, describe, resolve_channels_last, resolve_precision
 
 
 class NonFiniteLossError(RuntimeError):
@@ -63,7 +74,21 @@ def set_rng_state(state):
 class WarmStartModel(SRModel):
     """SRModel with the contrastive loss and the safety guards listed in the module docstring."""
 
+    def _layout(self):
+        """(training precision, validation precision, channels_last) resolved once for this device."""
+        if not hasattr(self, 'precision'):
+            train = self.opt.get('train') or {}
+            self.precision = resolve_precision(train.get('precision', 'auto'), self.device)
+            self.channels_last = resolve_channels_last(train.get('channels_last', 'auto'), self.device)
+            val = (self.opt.get('val') or {}).get('precision', 'fp32')
+            self.val_precision = self.precision if val == 'train' else resolve_precision(val, self.device)
+            get_root_logger().info(f'Precision: train {self.precision}, validation {self.val_precision}, '
+                                   f'channels_last {self.channels_last}, on {describe(self.device)}')
+        return self.precision, self.val_precision, self.channels_last
+
     def model_to_device(self, net):
+        if self._layout()[2]:
+            net = net.to(memory_format=torch.channels_last)
         if self.opt['dist'] and self.device.type != 'cuda':
             net = net.to(self.device)
             return DistributedDataParallel(net, find_unused_parameters=self.opt.get('find_unused_parameters', False))
@@ -75,7 +100,22 @@ class WarmStartModel(SRModel):
             if train_opt.get('contrastive_opt') else None
         self.max_nonfinite = int(train_opt.get('max_nonfinite', 10))
         self.nonfinite_count = 0
+        self.scaler = torch.amp.GradScaler(self.device.type) if self._layout()[0] == 'fp16' else None
         super().init_training_settings()
+        if self.channels_last and hasattr(self, 'net_g_ema'):
+            self.net_g_ema = self.net_g_ema.to(memory_format=torch.channels_last)
+
+    def feed_data(self, data):
+        super().feed_data(data)
+        if self._layout()[2]:
+            self.lq = self.lq.contiguous(memory_format=torch.channels_last)
+            if hasattr(self, 'gt'):
+                self.gt = self.gt.contiguous(memory_format=torch.channels_last)
+
+    def test(self):
+        with autocast(self.device, self._layout()[1]):
+            super().test()
+        self.output = self.output.float().contiguous()
 
     def _stage(self):
         return self.opt.get('stage') or self.opt['name']
@@ -87,42 +127,60 @@ class WarmStartModel(SRModel):
             torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MIN)
         return bool(flag.item() == 1.0)
 
-    def optimize_parameters(self, current_iter):
-        self.optimizer_g.zero_grad(set_to_none=True)
-        self.output = self.net_g(self.lq)
-
-        l_total = 0
+    def _losses(self):
+        """The weighted losses of the current batch (fp32 scalars) in logging order."""
         loss_dict = OrderedDict()
         if self.cri_pix:
-            l_pix = self.cri_pix(self.output, self.gt)
-            l_total += l_pix
-            loss_dict['l_pix'] = l_pix
+            loss_dict['l_pix'] = self.cri_pix(self.output, self.gt)
         if self.cri_perceptual:
             l_percep, l_style = self.cri_perceptual(self.output, self.gt)
             for name, value in (('l_percep', l_percep), ('l_style', l_style)):
                 if value is not None:
-                    l_total += value
                     loss_dict[name] = value
         if self.cri_contrast:
-            l_contrast = self.cri_contrast(self.output, self.gt, self.lq)
-            l_total += l_contrast
-            loss_dict['l_contrast'] = l_contrast
+            loss_dict['l_contrast'] = self.cri_contrast(self.output, self.gt, self.lq)
+        return loss_dict
+
+    def _grads_finite(self):
+        grads = [p.grad for p in self.net_g.parameters() if p.grad is not None]
+        gnorm = torch.stack([g.detach().float().norm() for g in grads]).sum() if grads else torch.zeros(1)
+        return self._all_finite(gnorm)
+
+    def optimize_parameters(self, current_iter):
+        self.optimizer_g.zero_grad(set_to_none=True)
+        with autocast(self.device, self._layout()[0]):
+            self.output = self.net_g(self.lq)
+            loss_dict = self._losses()
+        l_total = sum(v.float() for v in loss_dict.values())  # reductions and the sum in fp32
         loss_dict['l_total'] = l_total
 
         ok = self._all_finite(l_total.detach())
         what = 'loss'
-        if ok:
+        if ok and self.scaler is not None:
+            self.scaler.scale(l_total).backward()
+            self.scaler.unscale_(self.optimizer_g)
+            grads_ok = self._grads_finite()
+            scale = self.scaler.get_scale()
+            self.scaler.step(self.optimizer_g)  # skips the update itself when the gradients overflowed
+            self.scaler.update()
+            self.nonfinite_count = 0  # an overflow is loss scaling at work, not a failure
+            if grads_ok:
+                if self.ema_decay > 0:
+                    self.model_ema(decay=self.ema_decay)
+            else:
+                self.scaler_skips = getattr(self, 'scaler_skips', 0) + 1
+                get_root_logger().info(f'fp16 gradients overflowed at iter {current_iter} (stage {self._stage()}): '
+                                       f'step skipped, loss scale {scale:g} -> {self.scaler.get_scale():g}')
+        elif ok:
             l_total.backward()
-            grads = [p.grad for p in self.net_g.parameters() if p.grad is not None]
-            gnorm = torch.stack([g.detach().float().norm() for g in grads]).sum() if grads else torch.zeros(1)
-            ok = self._all_finite(gnorm)
+            ok = self._grads_finite()
             what = 'gradient'
-        if ok:
+        if ok and self.scaler is None:
             self.optimizer_g.step()
             self.nonfinite_count = 0
             if self.ema_decay > 0:
                 self.model_ema(decay=self.ema_decay)
-        else:
+        elif not ok:
             self.optimizer_g.zero_grad(set_to_none=True)
             self.nonfinite_count += 1
             logger = get_root_logger()
@@ -165,12 +223,16 @@ class WarmStartModel(SRModel):
         state = {'epoch': epoch, 'iter': current_iter, 'optimizers': [o.state_dict() for o in self.optimizers],
                  'schedulers': [s.state_dict() for s in self.schedulers], 'rng': rng_state(),
                  'stage': self._stage()}
+        if self.scaler is not None:
+            state['scaler'] = self.scaler.state_dict()
         atomic_save(state, os.path.join(self.opt['path']['training_states'], f'{current_iter}.state'))
 
     def resume_training(self, resume_state):
         super().resume_training(resume_state)
         if 'rng' in resume_state:
             set_rng_state(resume_state['rng'])
+        if self.scaler is not None and 'scaler' in resume_state:
+            self.scaler.load_state_dict(resume_state['scaler'])
 
     def load_network(self, net, load_path, strict=True, param_key='params'):
         logger = get_root_logger()
@@ -185,6 +247,7 @@ class WarmStartModel(SRModel):
             load_net = load_net[param_key]
         logger.info(f'Loading {net.__class__.__name__} model from {load_path}, with param key: [{param_key}].')
         load_net = OrderedDict((k[7:] if k.startswith('module.') else k, v) for k, v in load_net.items())
+        check_finite(load_net, load_path)
         self._print_different_keys_loading(net, load_net, strict)
         net.load_state_dict(load_net, strict=strict)
 

@@ -4,10 +4,14 @@ basicsr 1.4.2 loads checkpoints with ``torch.load`` (full unpickling) and saves 
 downloaded file can run code and a kill during a save destroys the previous file. Everything in this
 project goes through :func:`safe_load` (``weights_only=True``) and :func:`atomic_save` instead.
 """
+import copy
+import io
+import json
 import os
-import tempfile
 
 import torch
+
+from .fs import atomic_write
 
 
 class CheckpointError(ValueError):
@@ -34,28 +38,66 @@ def safe_load(path, map_location='cpu'):
                               f'(weights_only=True): {first}') from e
 
 
+def check_finite(state_dict, path='<state dict>'):
+    """Raise :class:`CheckpointError` naming the first floating-point tensor with NaN or Inf values.
+
+    A network with non-finite weights produces non-finite (after clamping: black) images; every
+    entry point refuses such weights when it loads them instead of writing garbage with exit code 0.
+    """
+    for name, value in state_dict.items():
+        if torch.is_tensor(value) and value.is_floating_point() and not bool(torch.isfinite(value).all()):
+            bad = int((~torch.isfinite(value)).sum())
+            raise CheckpointError(f'{path}: tensor {name} has {bad} non-finite value(s) (NaN or Inf); '
+                                  'these weights cannot be used')
+    return state_dict
+
+
 def atomic_save(obj, path):
-    """``torch.save`` to a temporary file in the same folder, fsync, then rename over ``path``.
+    """``torch.save`` through :func:`rlfn_arch.utils.fs.atomic_write` (temporary file in the same folder,
+    fsync, rename over ``path``).
 
     A kill or a write error (disk full, read-only folder) leaves any previous ``path`` intact and no
     partial file behind.
 
     Raises:
-        OSError: with the path in the message, when the file cannot be written.
+        WriteError (an OSError): with the path in the message, when the file cannot be written.
     """
-    path = os.fspath(path)
-    folder = os.path.dirname(os.path.abspath(path))
-    tmp = None
-    try:
-        fd, tmp = tempfile.mkstemp(prefix='.' + os.path.basename(path) + '.', suffix='.tmp', dir=folder)
-        with os.fdopen(fd, 'wb') as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-        tmp = None
-    except OSError as e:
-        raise OSError(e.errno, f'cannot write {path}: {e.strerror or e}') from e
-    finally:
-        if tmp is not None and os.path.exists(tmp):
-            os.unlink(tmp)
+    # serialise in memory first (RLFN checkpoints and states are a few MB): torch's zip writer reports a
+    # failed write (a short write on a full disk) as a RuntimeError ("unexpected pos ..."), which hides the
+    # OS error; a plain write of the bytes raises the real one (ENOSPC, EFBIG, EROFS, ...)
+    buf = io.BytesIO()
+    torch.save(obj, buf)
+    atomic_write(path, lambda f: f.write(buf.getbuffer()))
+
+
+def check_pretrain(stage_list):
+    """Every ``path.pretrain_network_g`` the user set: it exists, loads safely, holds finite weights and
+    fits the stage's network (with its ``param_key_g`` and ``strict_load_g``). Checked before any
+    experiment folder is created or archived."""
+    from basicsr.archs import build_network
+
+    from .options import OptionError
+    checked = set()
+    for stage, opt in stage_list:
+        p = opt['path']
+        path = p.get('pretrain_network_g')
+        key = (path, p.get('param_key_g', 'params'), json.dumps(opt['network_g'], sort_keys=True, default=str))
+        if not path or key in checked:
+            continue
+        checked.add(key)
+        where = f'path.pretrain_network_g{f" (stage {stage})" if stage else ""}'
+        try:
+            ckpt = safe_load(path)
+        except CheckpointError as e:
+            raise OptionError(f'{where}: {e}') from e
+        param_key = p.get('param_key_g', 'params')
+        sd = ckpt.get(param_key, ckpt.get('params', ckpt)) if isinstance(ckpt, dict) else ckpt
+        if not isinstance(sd, dict):
+            raise OptionError(f'{where}: {path} holds no state dict under {param_key!r}')
+        sd = {k[7:] if k.startswith('module.') else k: v for k, v in sd.items()}
+        try:
+            check_finite(sd, path)
+            build_network(copy.deepcopy(opt['network_g'])).load_state_dict(sd, strict=p.get('strict_load_g', True))
+        except (CheckpointError, RuntimeError, TypeError) as e:
+            first = str(e).strip().splitlines()[0]
+            raise OptionError(f'{where}: {path} does not fit network_g {dict(opt["network_g"])}: {first}') from e

@@ -20,7 +20,21 @@ class OptionError(ValueError):
 
 # ----------------------------------------------------------------------------------------- loading
 class _SafeOrderedLoader(yaml.SafeLoader):
-    """SafeLoader (no Python object construction) that returns OrderedDict mappings like BasicSR's."""
+    """SafeLoader (no Python object construction) that returns OrderedDict mappings like BasicSR's.
+
+    Anchors and aliases (``&a`` / ``*a``, ``<<: *a``) are refused: nested aliases expand exponentially
+    (the "billion laughs" pattern: a 1 KB file that never finishes loading), and option files share
+    settings with ``base:`` instead.
+    """
+
+    def compose_node(self, parent, index):
+        event = self.peek_event()
+        if isinstance(event, yaml.AliasEvent) or getattr(event, 'anchor', None) is not None:
+            kind = 'alias *' if isinstance(event, yaml.AliasEvent) else 'anchor &'
+            raise yaml.composer.ComposerError(
+                None, None, f'YAML {kind}{event.anchor} is not allowed in option files (anchors and aliases can '
+                'expand without bound); share settings with "base: other.yml" instead', event.start_mark)
+        return super().compose_node(parent, index)
 
 
 def _construct_ordered(loader, node):
@@ -119,11 +133,11 @@ _DATASET_COMMON = {
     'use_shuffle',
 }
 _PAIRED = {'dataroot_gt', 'dataroot_lq', 'meta_info_file', 'filename_tmpl', 'gt_size', 'use_hflip', 'use_rot',
-           'use_flip', 'color', 'mean', 'std'}
+           'use_flip', 'color', 'mean', 'std', 'deep_check'}
 _IO_BACKEND = {'type', 'db_paths', 'client_keys'}
 _TRAIN_BASE = {'ema_decay', 'optim_g', 'scheduler', 'total_iter', 'warmup_iter', 'pixel_opt', 'perceptual_opt',
-               'contrastive_opt', 'max_nonfinite'}
-_VAL = {'val_freq', 'save_img', 'suffix', 'pbar', 'metrics', 'bicubic_baseline'}
+               'contrastive_opt', 'max_nonfinite', 'precision', 'channels_last'}
+_VAL = {'val_freq', 'save_img', 'suffix', 'pbar', 'metrics', 'bicubic_baseline', 'precision'}
 _PATH = {'pretrain_network_g', 'param_key_g', 'strict_load_g', 'resume_state', 'experiments_root', 'models',
          'training_states', 'log', 'visualization', 'results_root', 'root', 'init_from'}
 _LOGGER = {'print_freq', 'save_checkpoint_freq', 'use_tb_logger', 'wandb'}
@@ -136,7 +150,19 @@ _STRING_KEYS = {'name', 'type', 'model_type', 'dataroot_gt', 'dataroot_lq', 'met
                 'suffix', 'pretrain_network_g', 'param_key_g', 'resume_state', 'root', 'project', 'resume_id',
                 'color', 'phase', 'reduction', 'extractor', 'vgg_weights', 'negative', 'prefetch_mode',
                 'backend', 'init_from', 'port', 'device'}
+#: Experiment and stage names become folder names: letters, digits, '_', '-', '.', not starting with '.'.
+NAME_RE = re.compile(r'^[A-Za-z0-9_-][A-Za-z0-9_.-]{0,127}$')
 _FLOAT_RE = re.compile(r'^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$')
+
+
+def name_problem(value):
+    """Why ``value`` cannot name an experiment or a stage (it becomes a folder name), or None."""
+    if not isinstance(value, str):
+        return f'must be a string, got {type(value).__name__} {value!r}'
+    if not NAME_RE.match(value):
+        return (f'{value!r} cannot name a folder safely: use 1-128 letters, digits, "_", "-", "." '
+                'not starting with "." (no "/", no "..", no spaces)')
+    return None
 
 
 def _suggest(key, allowed):
@@ -230,9 +256,7 @@ def _check_optim(section, ck, path):
         return
     allowed = _signature_keys(cls, ('self', 'params'))
     ck.keys(section, (allowed or set()) | {'type'}, path)
-    lr = section.get('lr')
-    if isinstance(lr, (int, float)) and lr <= 0:
-        ck.err(f'{path}.lr', f'must be > 0, got {lr}')
+    _positive_number(section.get('lr'), ck, f'{path}.lr', required=True)
 
 
 def _check_scheduler(section, ck, path):
@@ -246,6 +270,44 @@ def _check_scheduler(section, ck, path):
         ck.err(f'{path}.type', f'unknown scheduler {name!r}{_suggest(name, classes)} (allowed: {", ".join(classes)})')
         return
     ck.keys(section, _signature_keys(classes[name], ('self', 'optimizer', 'last_epoch')) | {'type'}, path)
+    if 'eta_min' in section:
+        _number(section['eta_min'], ck, f'{path}.eta_min', minimum=0)
+    if 'gamma' in section:
+        _positive_number(section['gamma'], ck, f'{path}.gamma')
+    for key in ('periods', 'milestones', 'restarts'):
+        if key in section:
+            _int_list(section[key], ck, f'{path}.{key}', minimum=1 if key == 'periods' else 0)
+    if 'restart_weights' in section:
+        weights = section['restart_weights']
+        if not isinstance(weights, list) or not all(_is_number(w) and w >= 0 for w in weights):
+            ck.err(f'{path}.restart_weights', f'must be a list of numbers >= 0, got {weights!r}')
+        elif name == 'CosineAnnealingRestartLR' and isinstance(section.get('periods'), list) \
+                and len(weights) != len(section['periods']):
+            ck.err(f'{path}.restart_weights', f'has {len(weights)} entries for {len(section["periods"])} periods')
+
+
+def _is_number(value):
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _number(value, ck, path, minimum=None):
+    if not _is_number(value) or value != value:
+        ck.err(path, f'must be a number, got {value!r}')
+    elif minimum is not None and value < minimum:
+        ck.err(path, f'must be >= {minimum}, got {value!r}')
+
+
+def _positive_number(value, ck, path, required=False):
+    if value is None and not required:
+        return
+    if not _is_number(value) or not value > 0 or value == float('inf'):
+        ck.err(path, f'must be a positive number, got {value!r}')
+
+
+def _int_list(value, ck, path, minimum=0):
+    if not isinstance(value, list) or not value or not all(
+            isinstance(v, int) and not isinstance(v, bool) and v >= minimum for v in value):
+        ck.err(path, f'must be a non-empty list of integers >= {minimum}, got {value!r}')
 
 
 def _positive_int(value, ck, path, minimum=1):
@@ -266,6 +328,9 @@ def check_options(opt, source='<options>', is_train=True):
     ck = _Checker(source)
     ck.keys(opt, _TOP, '')
     ck.strings_as_numbers(opt)
+    problem = name_problem(opt.get('name'))
+    if problem:
+        ck.err('name', problem)
     scale = opt.get('scale')
     if scale not in (2, 3, 4):
         ck.err('scale', f'must be 2, 3 or 4, got {scale!r}')
@@ -335,12 +400,23 @@ def check_options(opt, source='<options>', is_train=True):
         if not isinstance(ema, (int, float)) or not 0 <= ema < 1:
             ck.err('train.ema_decay', f'must be in [0, 1), got {ema!r}')
         _positive_int(train.get('max_nonfinite'), ck, 'train.max_nonfinite')
+        if train.get('precision', 'auto') not in ('auto', 'fp32', 'bf16', 'fp16'):
+            ck.err('train.precision', f'{train["precision"]!r}: expected auto, fp32, bf16 or fp16')
+        if train.get('channels_last', 'auto') not in ('auto', True, False):
+            ck.err('train.channels_last', f'{train["channels_last"]!r}: expected auto, true or false')
+        if (train.get('precision') not in (None, 'auto', 'fp32') or train.get('channels_last') is True) \
+                and opt.get('model_type') != 'WarmStartModel':
+            ck.err('train.precision', f'needs model_type: WarmStartModel (model_type is {opt.get("model_type")!r}, '
+                   'which trains in fp32 NCHW only)')
     # val
     val = opt.get('val')
     if val is not None:
         ck.keys(val, _VAL, 'val')
         if isinstance(val, dict):
             _positive_int(val.get('val_freq'), ck, 'val.val_freq')
+            if val.get('precision', 'fp32') not in ('fp32', 'train', 'auto', 'bf16', 'fp16'):
+                ck.err('val.precision', f'{val["precision"]!r}: expected fp32 (default, the paper protocol), train '
+                       '(the training precision), auto, bf16 or fp16')
             for mname, m in (val.get('metrics') or {}).items():
                 mp = f'val.metrics.{mname}'
                 fn = _registered(METRIC_REGISTRY, m.get('type') if isinstance(m, dict) else None, 'metric', ck, mp)
@@ -371,9 +447,11 @@ def check_stage_entries(opt, source):
         if not isinstance(st, dict) or not st.get('name'):
             ck.err(f'stages[{i}]', 'each stage needs a "name"')
             continue
-        name = str(st['name'])
-        if not re.fullmatch(r'[A-Za-z0-9_.-]+', name):
-            ck.err(f'stages[{i}].name', f'{name!r}: use letters, digits, "_", "-", "." only (it names a folder)')
+        name = st['name']
+        problem = name_problem(name)
+        if problem:
+            ck.err(f'stages[{i}].name', problem)
+            continue
         names.append(name)
         p = f'stages[{i}] ({name})'
         ck.keys(st, _STAGE, p)

@@ -6,6 +6,7 @@ path against the project root, so a command gives the same result from any worki
 """
 import logging
 import os
+import random
 import sys
 from os import path as osp
 
@@ -62,6 +63,12 @@ def finalize(opt, root, is_train, experiments_root=None, source='<options>'):
     opt.setdefault('dist', False)
     opt.setdefault('rank', 0)
     opt.setdefault('world_size', 1)
+    opt.setdefault('auto_resume', False)
+    if opt.get('manual_seed') is None:  # basicsr: a random seed when the file sets none
+        opt['manual_seed'] = random.randint(1, 10000)
+    if not is_train:  # basicsr seeds in parse_options; the training runner seeds each stage itself
+        from basicsr.utils import set_random_seed
+        set_random_seed(opt['manual_seed'] + opt['rank'])
     opt['root_path'] = root
     for phase, dataset in opt['datasets'].items():
         dataset['phase'] = phase.split('_')[0]

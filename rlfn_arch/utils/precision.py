@@ -1,0 +1,107 @@
+"""Numeric precision and memory layout: what the hardware runs fast, detected, never assumed.
+
+``auto`` picks bf16 autocast only where the device computes bf16 natively: a CPU whose oneDNN reports
+native bf16 (AVX512_BF16 or AMX; on a CPU without them bf16 is emulated and slower than fp32), or a CUDA
+GPU with bf16 support. Everywhere else ``auto`` is fp32. An explicit ``bf16`` on a CPU without native
+support still runs, with one warning that names the reason. ``fp16`` runs on CUDA (with dynamic loss
+scaling in training); on a CPU it is emulated, runs, and warns likewise.
+
+Autocast keeps the weights fp32: convolutions run in the low precision, reductions such as the L1 loss
+run in fp32 (PyTorch's autocast lists), so master weights, optimizer state, EMA and checkpoints stay
+fp32 and load in any precision.
+"""
+import contextlib
+import warnings
+
+import torch
+
+PRECISIONS = ('auto', 'fp32', 'bf16', 'fp16')
+DTYPES = {'bf16': torch.bfloat16, 'fp16': torch.float16}
+_warned = set()
+
+
+def cpu_flags():
+    """The CPU feature flags from /proc/cpuinfo (empty where it is not readable)."""
+    try:
+        with open('/proc/cpuinfo') as f:
+            for line in f:
+                if line.startswith('flags'):
+                    return set(line.split(':', 1)[1].split())
+    except OSError:
+        pass
+    return set()
+
+
+def native_bf16(device):
+    """True when ``device`` computes bf16 convolutions natively (so bf16 is faster than fp32 there)."""
+    device = torch.device(device)
+    if device.type == 'cuda':
+        return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+    if device.type != 'cpu':
+        return False
+    try:  # oneDNN's own answer: AVX512_BF16 / AMX present and usable
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return bool({'avx512_bf16', 'amx_bf16'} & cpu_flags())
+
+
+def native_fp16(device):
+    """True where fp16 convolutions are native: CUDA (a CPU's fp16 path is emulated)."""
+    return torch.device(device).type == 'cuda' and torch.cuda.is_available()
+
+
+def _warn_once(key, message):
+    if key not in _warned:
+        _warned.add(key)
+        warnings.warn(message, RuntimeWarning, stacklevel=3)
+
+
+def resolve_precision(requested, device):
+    """``auto | fp32 | bf16 | fp16`` -> the precision that runs on ``device``.
+
+    Raises:
+        ValueError: an unknown value.
+    """
+    requested = 'auto' if requested is None else str(requested)
+    if requested not in PRECISIONS:
+        raise ValueError(f'precision {requested!r}: expected one of {", ".join(PRECISIONS)}')
+    device = torch.device(device)
+    if requested == 'auto':
+        return 'bf16' if native_bf16(device) else 'fp32'
+    if requested == 'bf16' and not native_bf16(device):
+        _warn_once(('bf16', device.type), f'precision bf16 on {describe(device)}: this device has no native bf16 '
+                   '(needs AVX512_BF16 or AMX on a CPU), so bf16 is emulated and usually slower than fp32')
+    if requested == 'fp16' and not native_fp16(device):
+        _warn_once(('fp16', device.type), f'precision fp16 on {describe(device)}: fp16 is native on CUDA GPUs only; '
+                   'here it is emulated and slow')
+    return requested
+
+
+def resolve_channels_last(requested, device):
+    """``auto | true | false`` -> bool. ``auto`` is on: channels_last was faster for RLFN on every device
+    measured (CPU fp32 and bf16; see benchmarks/train_throughput.py)."""
+    if requested in (None, 'auto'):
+        return torch.device(device).type in ('cpu', 'cuda')
+    if isinstance(requested, bool):
+        return requested
+    raise ValueError(f'channels_last {requested!r}: expected auto, true or false')
+
+
+def autocast(device, precision):
+    """Autocast context for ``precision`` on ``device`` (a no-op for fp32)."""
+    if precision in DTYPES:
+        return torch.autocast(torch.device(device).type, dtype=DTYPES[precision])
+    return contextlib.nullcontext()
+
+
+def describe(device):
+    """'CPU (model name)' or the CUDA device name, for messages and benchmark rows."""
+    device = torch.device(device)
+    if device.type == 'cuda' and torch.cuda.is_available():
+        return torch.cuda.get_device_name(device)
+    try:
+        with open('/proc/cpuinfo') as f:
+            name = next(line.split(':', 1)[1].strip() for line in f if line.startswith('model name'))
+        return f'CPU ({name})'
+    except (OSError, StopIteration):
+        return 'CPU'

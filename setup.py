@@ -11,7 +11,7 @@ setup(
     long_description_content_type='text/markdown',
     license='Apache-2.0',
     packages=find_packages(include=['rlfn_arch', 'rlfn_arch.*']),
-    package_data={'rlfn_arch': ['presets/*.yml']},
+    entry_points={'console_scripts': ['rlfn = rlfn_arch.cli:main']},
     python_requires='>=3.9',
     install_requires=[
         'basicsr==1.4.2',
@@ -27,7 +27,8 @@ setup(
     ],
     extras_require={
         # the export / int8 tests run ONNX Runtime, so the test extra includes the export extra
-        'test': ['pytest>=7', 'hypothesis>=6', 'onnx>=1.14', 'onnxruntime>=1.16', 'onnxscript', 'onnxconverter-common'],
+        'test': ['pytest>=7', 'hypothesis>=6', 'ruff>=0.4', 'onnx>=1.14', 'onnxruntime>=1.16', 'onnxscript',
+                 'onnxconverter-common'],
         'export': ['onnx>=1.14', 'onnxruntime>=1.16', 'onnxscript', 'onnxconverter-common'],
     },
     classifiers=[

@@ -8,12 +8,11 @@ import statistics
 import time
 
 import torch
+from _common import report
 
 import rlfn_arch  # noqa: F401
 from rlfn_arch.archs import PRESETS, RLFN
 from rlfn_arch.losses import ContrastiveLoss
-
-from _common import report
 
 
 def main():

@@ -12,18 +12,14 @@ import shutil
 import tempfile
 import time
 
-
 import numpy as np
 import torch
+from _common import report
 
 import rlfn_arch  # noqa: F401
 from rlfn_arch.archs import PRESETS, RLFN
-from rlfn_arch.prepare import cmd_sample, sample_ready
+from rlfn_arch.data.builders import build_sample_dataset, sample_ready
 from rlfn_arch.utils.runtime import project_root
-
-from _common import report
-
-
 
 
 def loader(gt, lq, backend, batch, workers, gt_size):
@@ -60,16 +56,16 @@ def main():
     args = p.parse_args()
     sample = os.path.join(project_root(), 'datasets', 'sample')
     if not sample_ready(sample):
-        cmd_sample(sample)
+        build_sample_dataset(sample)
     # the sample's sub-images are 192px; for 256px patches, cut larger ones into a temporary LMDB
-    from rlfn_arch.prepare import cmd_lmdb, cmd_subimages
+    from rlfn_arch.data.builders import build_lmdb, make_subimages
     tmp = tempfile.mkdtemp(prefix='rlfn_bench_')
     try:
         train = os.path.join(sample, 'train')
-        cmd_subimages(os.path.join(train, 'HR'), os.path.join(tmp, 'hr'), crop=384, step=192, thresh=48,
+        make_subimages(os.path.join(train, 'HR'), os.path.join(tmp, 'hr'), crop=384, step=192, thresh=48,
                       lr_dir=os.path.join(train, 'LR_bicubic', 'X4'), lr_out=os.path.join(tmp, 'lr'), scale=4)
-        cmd_lmdb(os.path.join(tmp, 'hr'), os.path.join(tmp, 'hr.lmdb'))
-        cmd_lmdb(os.path.join(tmp, 'lr'), os.path.join(tmp, 'lr.lmdb'))
+        build_lmdb(os.path.join(tmp, 'hr'), os.path.join(tmp, 'hr.lmdb'))
+        build_lmdb(os.path.join(tmp, 'lr'), os.path.join(tmp, 'lr.lmdb'))
         rows = []
         for backend, gt, lq in (('lmdb', 'hr.lmdb', 'lr.lmdb'), ('disk', 'hr', 'lr')):
             dl = loader(os.path.join(tmp, gt), os.path.join(tmp, lq), backend, args.batch, args.workers, args.gt_size)
@@ -78,7 +74,8 @@ def main():
         torch.set_num_threads(args.threads)
         net = RLFN(upscale=4, **PRESETS['rlfn_s'])
         opt = torch.optim.Adam(net.parameters(), 1e-4)
-        lqb, gtb = torch.rand(args.batch, 3, args.gt_size // 4, args.gt_size // 4), torch.rand(args.batch, 3, args.gt_size, args.gt_size)
+        lqb = torch.rand(args.batch, 3, args.gt_size // 4, args.gt_size // 4)
+        gtb = torch.rand(args.batch, 3, args.gt_size, args.gt_size)
         times = []
         for i in range(6):
             t = time.perf_counter()

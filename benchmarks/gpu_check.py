@@ -47,9 +47,10 @@ def main():
     res = {'torch': torch.__version__, 'cuda': torch.cuda.is_available(),
            'device': torch.cuda.get_device_name(0) if torch.cuda.is_available() else 'cpu'}
     print(res, flush=True)
+    import pathlib
+
     from test_ddp import kill_tree  # the same tiny recipe and kill as the CPU tests
     from test_train import tiny_options
-    import pathlib
     tmp = pathlib.Path(tempfile.mkdtemp(prefix='rlfn_gpu_'))
     yml, exp = tiny_options(tmp, stage_iters=(20, args.s2_iters, 1), save_freq=5)
     opt = yaml.safe_load(yml.read_text())
@@ -73,9 +74,11 @@ def main():
     res['ddp_nccl_tiny'] = {'killed_in_stage2': killed, 'resume_exit': out.returncode,
                             'resumed': '[s2] resuming from' in out.stdout,
                             'stages': {k: v.get('status') for k, v in records.items()},
-                            'backend': 'nccl' if 'backend nccl' in out.stdout else 'gloo' if 'backend gloo' in out.stdout
-                            else '?', 'iters_s2': max([int(x.replace(',', '')) for x in re.findall(
-                                r'iter:\s+([\d,]+)', logs2)] or [0]), 'seconds': round(time.time() - t0, 1),
+                            'backend': ('nccl' if 'backend nccl' in out.stdout
+                                        else 'gloo' if 'backend gloo' in out.stdout else '?'),
+                            'iters_s2': max([int(x.replace(',', '')) for x in re.findall(r'iter:\s+([\d,]+)', logs2)]
+                                            or [0]),
+                            'seconds': round(time.time() - t0, 1),
                             'stdout_tail': out.stdout[-600:]}
     print(res['ddp_nccl_tiny'], flush=True)
     if args.only_ddp:
@@ -84,7 +87,7 @@ def main():
         p, dt = sh([sys.executable, '-m', 'rlfn_arch.train', '-opt', 'options/train/RLFN_S_x4_quickstart.yml'], log,
                    check=False)
         res['quickstart'] = {'exit': p.returncode, 'seconds': round(dt, 1),
-                             'table': '\n'.join(l for l in p.stdout.splitlines() if l.startswith('|'))}
+                             'table': '\n'.join(ln for ln in p.stdout.splitlines() if ln.startswith('|'))}
         print(res['quickstart'], flush=True)
     bench = []
     for preset in ('rlfn', 'rlfn_s', 'rlfn_ntire'):
@@ -99,10 +102,10 @@ def main():
     img = os.path.join(tmp, 'img.png')
     cv2.imwrite(img, (np.random.default_rng(0).random((540, 960, 3)) * 255).astype(np.uint8))
     ckpt = os.path.join(tmp, 'ck.pth')
-    from rlfn_arch.archs import RLFN, PRESETS
+    from rlfn_arch.archs import PRESETS, RLFN
     torch.save({'params': RLFN(upscale=4, **PRESETS['rlfn_s']).state_dict()}, ckpt)
-    p, dt = sh([sys.executable, '-m', 'rlfn_arch.infer', '-i', img, '-o', os.path.join(tmp, 'o.png'), '--model_path', ckpt,
-                '--half', '--tile', '0'], log, check=False)
+    p, dt = sh([sys.executable, '-m', 'rlfn_arch.infer', '-i', img, '-o', os.path.join(tmp, 'o.png'),
+                '--model_path', ckpt, '--half', '--tile', '0'], log, check=False)
     res['infer_half'] = {'exit': p.returncode, 'seconds': round(dt, 1), 'stdout': p.stdout[-300:]}
     with open(os.path.join(args.out, 'gpu_check.json'), 'w') as f:
         json.dump(res, f, indent=1)

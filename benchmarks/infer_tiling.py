@@ -13,12 +13,11 @@ import tempfile
 import cv2
 import numpy as np
 import torch
+from _common import SHARED, benchmark_psnr_y, report
 
 import rlfn_arch  # noqa: F401
 from rlfn_arch.archs import PRESETS, RLFN
-from rlfn_arch.infer import DEFAULT_TILE, DEFAULT_TILE_PAD, tiled_forward
-
-from _common import SHARED, benchmark_psnr_y, report
+from rlfn_arch.deploy.upscaler import DEFAULT_TILE, DEFAULT_TILE_PAD, tiled_forward
 
 
 def set14_psnr(net, tile, pad):
@@ -41,7 +40,7 @@ def main():
     rows = []
     official = os.path.join(SHARED, 'weights', 'rlfn_s_x4.pth')
     if os.path.isfile(official):
-        from rlfn_arch.convert import convert
+        from rlfn_arch.archs.rlfn_weights import convert
         net = RLFN(upscale=4, **PRESETS['rlfn_s']).eval()
         net.load_state_dict(convert(official)[0])
         base = set14_psnr(net, 0, 0)

@@ -15,17 +15,15 @@ import tempfile
 import time
 
 import torch
+from _common import SHARED, benchmark_psnr_y, report
 from torch.nn import functional as F
 
 import rlfn_arch  # noqa: F401
 from rlfn_arch.archs import PRESETS, RLFN
-from rlfn_arch.benchmark import count_ntire
-from rlfn_arch.export import export_onnx
-from rlfn_arch.fast import optimize_for_inference
-from rlfn_arch.quantize import calibration_patches, quantize
-
-from _common import SHARED, benchmark_psnr_y, report
-
+from rlfn_arch.deploy.efficiency import count_ntire
+from rlfn_arch.deploy.fast import optimize_for_inference
+from rlfn_arch.deploy.onnx import export_onnx
+from rlfn_arch.deploy.quantize import calibration_patches, quantize
 
 
 def median_ms(fn, runs, warmup=3):
@@ -71,7 +69,7 @@ def main():
         torch.manual_seed(0)
         net = RLFN(upscale=4, **PRESETS[preset]).eval()
         if preset == 'rlfn_s' and os.path.isfile(official):
-            from rlfn_arch.convert import convert
+            from rlfn_arch.archs.rlfn_weights import convert
             net.load_state_dict(convert(official)[0])
         macs = count_ntire(net, (args.size, args.size))[1]
         with torch.inference_mode():
@@ -85,8 +83,10 @@ def main():
             paths = {
                 'eager': (lambda: net(x), lambda: ref),
                 'fast': (lambda: fast(x), lambda: fast(x)),
-                'onnxruntime fp32': (lambda: s32.run(None, {'lq': xn}), lambda: torch.from_numpy(s32.run(None, {'lq': xn})[0])),
-                'onnxruntime int8': (lambda: s8.run(None, {'lq': xn}), lambda: torch.from_numpy(s8.run(None, {'lq': xn})[0])),
+                'onnxruntime fp32': (lambda: s32.run(None, {'lq': xn}),
+                                     lambda: torch.from_numpy(s32.run(None, {'lq': xn})[0])),
+                'onnxruntime int8': (lambda: s8.run(None, {'lq': xn}),
+                                     lambda: torch.from_numpy(s8.run(None, {'lq': xn})[0])),
             }
             base = None
             for name, (call, output) in paths.items():

@@ -16,12 +16,12 @@ import tempfile
 import time
 
 import torch
+from _common import report
 
 import rlfn_arch  # noqa: F401  registers WarmStartModel, ContrastiveLoss
-from basicsr.models import build_model
 from rlfn_arch.utils.precision import describe, native_bf16
 
-from _common import report
+from basicsr.models import build_model
 
 ARMS = [  # (label, model_type, precision, channels_last)
     ('a SRModel fp32', 'SRModel', 'fp32', False),

@@ -13,6 +13,14 @@ import numpy as np
 import torch
 
 import rlfn_arch  # noqa: F401
+from rlfn_arch.archs.rlfn_weights import load_model
+from rlfn_arch.data.image_io import list_images, write_png
+from rlfn_arch.data.matlab_resize import bicubic_upsample
+from rlfn_arch.deploy.fast import optimize_for_inference
+from rlfn_arch.utils.precision import PRECISIONS, resolve_precision
+from rlfn_arch.utils.runtime import pick_device
+
+from basicsr.metrics import calculate_psnr
 
 
 def _sr(net, lr_bgr, device):
@@ -31,9 +39,7 @@ def _panel(img, label, zoom):
 
 def compare_one(hr, lr, scale, models, crop=None, size=48, zoom=4):
     """Return the comparison image (uint8 BGR) and the PSNR-Y of each column."""
-    from basicsr.metrics import calculate_psnr
     hr = hr[:lr.shape[0] * scale, :lr.shape[1] * scale]
-    from rlfn_arch.data.matlab_resize import bicubic_upsample
     cols = [('bicubic', bicubic_upsample(lr, scale))] + [(name, _sr(net, lr, dev)) for name, net, dev in models]
     psnr = {n: calculate_psnr(img, hr, crop_border=scale, test_y_channel=True) for n, img in cols}
     if crop is None:
@@ -57,10 +63,6 @@ def compare_one(hr, lr, scale, models, crop=None, size=48, zoom=4):
 
 
 def main(argv=None):
-    from rlfn_arch.data.image_io import list_images, write_png
-    from rlfn_arch.fast import optimize_for_inference
-    from rlfn_arch.utils.precision import PRECISIONS, resolve_precision
-    from rlfn_arch.utils.model_io import load_model, pick_device
     p = argparse.ArgumentParser(prog='python -m rlfn_arch.compare', description=__doc__.split('\n\n')[0])
     p.add_argument('--hr', required=True)
     p.add_argument('--lr', required=True)

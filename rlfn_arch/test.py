@@ -4,13 +4,16 @@ Runs basicsr's ``test_pipeline`` unchanged, with our option parsing (safe YAML, 
 resolved against the project root, CPU when there is no GPU) and the metric lines on stdout.
 """
 import argparse
+import os
 import sys
 from unittest import mock
 
 import rlfn_arch  # noqa: F401  registers RLFN & co. and installs the compatibility shim
 from rlfn_arch.utils.checkpoint import check_pretrain
-from rlfn_arch.utils.options import OptionError, check_options, load_options
+from rlfn_arch.utils.options import OptionError, apply_force_yml, check_options, load_options
 from rlfn_arch.utils.runtime import finalize, logger_factory, project_root, reset_basicsr_logger
+
+import basicsr.test as bt
 
 
 def parse_args(argv=None):
@@ -28,28 +31,10 @@ def parse_args(argv=None):
     return parser.parse_args(argv)
 
 
-def apply_force_yml(opt, entries, source):
-    """BasicSR's ``--force_yml a:b=value``, parsed safely (no exec/eval); existing keys only."""
-    from rlfn_arch.utils.options import yaml_load
-    for entry in entries or []:
-        if '=' not in entry:
-            raise OptionError(f'--force_yml {entry!r}: expected key:path=value')
-        keys, value = entry.split('=', 1)
-        node = opt
-        parts = keys.strip().split(':')
-        for k in parts[:-1]:
-            if not isinstance(node, dict) or k not in node:
-                raise OptionError(f'--force_yml {entry!r}: {source} has no key {k!r}')
-            node = node[k]
-        node[parts[-1]] = yaml_load(value.strip(), source='--force_yml')
-    return opt
-
-
 def load_test_options(opt_path, force_yml=None, datasets_root=None, precision='fp32'):
     """Load, check and finalize test options. Datasets whose folders are missing are dropped with a
     message; none left is an error. ``precision`` other than fp32 runs the network under autocast
     through WarmStartModel's ``test()`` (a SRModel subclass; basicsr's SRModel has no precision)."""
-    import os
     opt = load_options(opt_path)
     apply_force_yml(opt, force_yml, opt_path)
     if precision != 'fp32':
@@ -88,7 +73,6 @@ def main(argv=None):
     except (OptionError, ValueError) as e:
         print(f'error: {e}', file=sys.stderr)
         return 2
-    import basicsr.test as bt
     reset_basicsr_logger()
     with mock.patch.object(bt, 'parse_options', lambda *a, **k: (opt, args)), \
             mock.patch.object(bt, 'get_root_logger', logger_factory(bt.get_root_logger)):

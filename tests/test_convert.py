@@ -2,10 +2,10 @@ import os
 
 import pytest
 import torch
-
 from conftest import OFFICIAL, run_module, shared_path
+
 from rlfn_arch.archs import RLFN
-from rlfn_arch.convert import convert
+from rlfn_arch.archs.rlfn_weights import convert
 from rlfn_arch.utils.checkpoint import CheckpointError, safe_load
 
 EXPECTED = {  # from ../shared/README.md
@@ -53,10 +53,30 @@ class Evil:
         return (os.system, ('touch evil_marker',))
 
 
-def test_never_unpickles_arbitrary_objects(tmp_path):
+def test_never_unpickles_arbitrary_objects(tmp_path, monkeypatch):
     f = tmp_path / 'evil.pth'
     torch.save({'conv_1.weight': Evil()}, f)
-    os.chdir(tmp_path)
+    monkeypatch.chdir(tmp_path)
     with pytest.raises(CheckpointError, match='weights_only'):
         convert(str(f))
     assert not (tmp_path / 'evil_marker').exists()
+
+
+@pytest.mark.parametrize('preset', ['rlfn', 'rlfn_s', 'rlfn_ntire'])
+def test_every_preset_scale_and_channel_count_round_trips(tmp_path, preset):
+    """spandrel's assert_loads_correctly pattern: build, save, detect the configuration from the state dict
+    alone, load strictly, and get the same configuration and the same outputs."""
+    from rlfn_arch.archs import PRESETS, RLFN, detect_config, load_rlfn
+    for scale in (2, 3, 4):
+        for channels in (1, 3):
+            cfg = dict(upscale=scale, in_channels=channels, out_channels=channels, **PRESETS[preset])
+            torch.manual_seed(scale * 10 + channels)
+            net = RLFN(**cfg).eval()
+            path = tmp_path / f'{preset}_x{scale}_c{channels}.pth'
+            torch.save({'params': net.state_dict()}, path)
+            assert detect_config(net.state_dict()) == cfg
+            _, found, loaded = load_rlfn(str(path))
+            assert found == cfg
+            x = torch.rand(1, channels, 17, 19)
+            with torch.no_grad():
+                assert torch.equal(loaded.eval()(x), net(x))

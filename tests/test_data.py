@@ -4,12 +4,12 @@ import os
 import cv2
 import numpy as np
 import pytest
-
 from conftest import make_pairs, run_module, shared_path
+
+from rlfn_arch.data import builders
 from rlfn_arch.data.checks import check_paired_folders
 from rlfn_arch.data.image_io import ImageReadError, read_image
 from rlfn_arch.data.matlab_resize import bicubic_lr
-from rlfn_arch import prepare
 
 
 @pytest.mark.parametrize('scale', [2, 3, 4])
@@ -38,8 +38,8 @@ def test_basicsr_imresize_is_not_bit_exact_which_is_why_we_rewrote_it():
 def test_lmdb_roundtrip_through_basicsr_paired_dataset(tmp_path):
     from basicsr.data.paired_image_dataset import PairedImageDataset
     hr_dir, lr_dir = make_pairs(str(tmp_path / 'data'), n=3, lr_tmpl='{}')
-    prepare.cmd_lmdb(hr_dir, str(tmp_path / 'hr.lmdb'), workers=1)
-    prepare.cmd_lmdb(lr_dir, str(tmp_path / 'lr.lmdb'), workers=2)
+    builders.build_lmdb(hr_dir, str(tmp_path / 'hr.lmdb'), workers=1)
+    builders.build_lmdb(lr_dir, str(tmp_path / 'lr.lmdb'), workers=2)
     ds = PairedImageDataset({'dataroot_gt': str(tmp_path / 'hr.lmdb'), 'dataroot_lq': str(tmp_path / 'lr.lmdb'),
                              'io_backend': {'type': 'lmdb'}, 'phase': 'val', 'scale': 4})
     assert len(ds) == 3
@@ -57,12 +57,12 @@ def test_lmdb_roundtrip_through_basicsr_paired_dataset(tmp_path):
 def test_lmdb_refuses_to_overwrite_and_replaces_only_when_asked(tmp_path):
     hr_dir, _ = make_pairs(str(tmp_path / 'data'), n=2)
     out = str(tmp_path / 'x.lmdb')
-    prepare.cmd_lmdb(hr_dir, out, workers=1)
+    builders.build_lmdb(hr_dir, out, workers=1)
     with pytest.raises(FileExistsError, match='x.lmdb already exists; pass --overwrite'):
-        prepare.cmd_lmdb(hr_dir, out, workers=1)
+        builders.build_lmdb(hr_dir, out, workers=1)
     proc = run_module('rlfn_arch.prepare', 'lmdb', '--input', hr_dir, '--output', out, check=False)
     assert proc.returncode == 2 and '--overwrite' in proc.stderr
-    prepare.cmd_lmdb(hr_dir, out, overwrite=True, workers=1)
+    builders.build_lmdb(hr_dir, out, overwrite=True, workers=1)
     assert os.path.isfile(os.path.join(out, 'data.mdb'))
 
 
@@ -80,11 +80,11 @@ def test_interrupted_lmdb_build_leaves_nothing_that_looks_complete(tmp_path, mon
 
     monkeypatch.setattr(lmdb_util, 'read_img_worker', dying)
     with pytest.raises(KeyboardInterrupt):
-        prepare.cmd_lmdb(hr_dir, str(tmp_path / 'out.lmdb'), workers=1)
+        builders.build_lmdb(hr_dir, str(tmp_path / 'out.lmdb'), workers=1)
     assert not (tmp_path / 'out.lmdb').exists()
     assert not [p for p in os.listdir(tmp_path) if p.endswith('.lmdb')]
     monkeypatch.setattr(lmdb_util, 'read_img_worker', real)
-    prepare.cmd_lmdb(hr_dir, str(tmp_path / 'out.lmdb'), workers=1)  # a rerun is not blocked
+    builders.build_lmdb(hr_dir, str(tmp_path / 'out.lmdb'), workers=1)  # a rerun is not blocked
     assert (tmp_path / 'out.lmdb' / 'meta_info.txt').read_text().count('\n') == 4
 
 
@@ -92,7 +92,7 @@ def test_interrupted_lmdb_build_leaves_nothing_that_looks_complete(tmp_path, mon
                                                       (30, 48, 24, 8), (529, 480, 240, 48)])
 def test_crop_starts_cover_every_pixel(length, crop, step, thresh):
     covered = np.zeros(length, bool)
-    for s in prepare.crop_starts(length, crop, step, thresh):
+    for s in builders.crop_starts(length, crop, step, thresh):
         assert 0 <= s and s + min(crop, length) <= length
         covered[s:s + crop] = True
     assert covered.all()
@@ -101,7 +101,7 @@ def test_crop_starts_cover_every_pixel(length, crop, step, thresh):
 def test_subimages_cover_every_hr_pixel_and_match_lr(tmp_path):
     hr_dir, lr_dir = make_pairs(str(tmp_path / 'data'), n=2, size=(100, 76), scale=4)
     out, lr_out = tmp_path / 'sub', tmp_path / 'lrsub'
-    summ = prepare.cmd_subimages(hr_dir, str(out), crop=48, step=24, thresh=8, lr_dir=lr_dir, lr_out=str(lr_out),
+    summ = builders.make_subimages(hr_dir, str(out), crop=48, step=24, thresh=8, lr_dir=lr_dir, lr_out=str(lr_out),
                                  scale=4, workers=1)
     assert not summ.skipped and not summ.failed
     for n in ('img0', 'img1'):
@@ -110,8 +110,8 @@ def test_subimages_cover_every_hr_pixel_and_match_lr(tmp_path):
         assert len(subs) > 1
         # every HR pixel must appear in some sub-image: rebuild the image from the crops
         rebuilt, mask = np.zeros_like(hr), np.zeros(hr.shape[:2], bool)
-        ys = prepare.crop_starts(hr.shape[0], 48, 24, 8)
-        xs = prepare.crop_starts(hr.shape[1], 48, 24, 8)
+        ys = builders.crop_starts(hr.shape[0], 48, 24, 8)
+        xs = builders.crop_starts(hr.shape[1], 48, 24, 8)
         positions = [(y, x) for y in ys for x in xs]
         assert len(positions) == len(subs)
         for (y, x), p in zip(positions, subs):
@@ -136,7 +136,7 @@ def test_bad_inputs_each_have_a_documented_behaviour(tmp_path):
     (hr / 'trunc.png').write_bytes((hr / 'good.png').read_bytes()[:60])
     (hr / 'notes.txt').write_text('not an image')
     (hr / 'fake.jpg').write_text('not a jpeg either')
-    summ = prepare.cmd_bicubic(str(hr), str(tmp_path / 'LR'), scales=[2], workers=1)
+    summ = builders.make_bicubic_lr(str(hr), str(tmp_path / 'LR'), scales=[2], workers=1)
     failed, skipped = '\n'.join(summ.failed), '\n'.join(summ.skipped)
     for bad in ('zero.png', 'trunc.png', 'fake.jpg'):  # images that cannot be used: failed (exit code 1)
         assert bad in failed and bad not in skipped
@@ -179,7 +179,8 @@ def test_df2k_on_a_fake_div2k_folder(tmp_path):
     for folder, names in ((div2k, ['0001', '0002']), (flickr, ['000001'])):
         folder.mkdir(parents=True)
         for n in names:
-            cv2.imwrite(str(folder / f'{n}.png'), (np.random.default_rng(1).random((70, 101, 3)) * 255).astype(np.uint8))
+            img = (np.random.default_rng(1).random((70, 101, 3)) * 255).astype(np.uint8)
+            cv2.imwrite(str(folder / f'{n}.png'), img)
     out = tmp_path / 'DF2K'
     run_module('rlfn_arch.prepare', 'df2k', '--div2k', tmp_path / 'DIV2K', '--flickr2k', tmp_path / 'Flickr2K',
                '--output', out, '--scales', 2, 4, '--workers', 1)
@@ -191,13 +192,14 @@ def test_df2k_on_a_fake_div2k_folder(tmp_path):
 
 def test_sample_dataset_is_deterministic(tmp_path):
     a, b = tmp_path / 'a', tmp_path / 'b'
-    prepare.cmd_sample(str(a), workers=2)
-    prepare.cmd_sample(str(b), workers=1)
-    assert prepare.sample_ready(str(a))
+    builders.build_sample_dataset(str(a), workers=2)
+    builders.build_sample_dataset(str(b), workers=1)
+    assert builders.sample_ready(str(a))
     files = sorted(os.path.relpath(p, a) for p in glob.glob(str(a / '**' / '*.png'), recursive=True))
     assert len(files) > 20
     for f in files:
-        assert np.array_equal(cv2.imread(str(a / f), cv2.IMREAD_UNCHANGED), cv2.imread(str(b / f), cv2.IMREAD_UNCHANGED))
+        ia, ib = cv2.imread(str(a / f), cv2.IMREAD_UNCHANGED), cv2.imread(str(b / f), cv2.IMREAD_UNCHANGED)
+        assert np.array_equal(ia, ib)
     assert (a / 'train' / 'HR_sub.lmdb' / 'meta_info.txt').read_text() == \
         (b / 'train' / 'HR_sub.lmdb' / 'meta_info.txt').read_text()
     val = {os.path.splitext(n)[0] for n in os.listdir(a / 'val' / 'HR')}

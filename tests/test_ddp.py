@@ -9,8 +9,8 @@ import sys
 import time
 
 import torch
-
 from conftest import REPO, iters_in_log, tiny_options
+
 from rlfn_arch.utils.checkpoint import safe_load
 
 TORCHRUN = [sys.executable, '-m', 'torch.distributed.run', '--standalone', '--nproc_per_node=2']

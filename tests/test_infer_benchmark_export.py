@@ -5,11 +5,11 @@ import cv2
 import numpy as np
 import pytest
 import torch
-
 from conftest import run_module, tiny_options
+
 from rlfn_arch.archs import PRESETS, RLFN
-from rlfn_arch.benchmark import count_ntire
-from rlfn_arch.infer import Upscaler, tiled_forward
+from rlfn_arch.deploy.efficiency import count_ntire
+from rlfn_arch.deploy.upscaler import Upscaler, tiled_forward
 
 
 @pytest.fixture(scope='module')
@@ -112,7 +112,7 @@ def test_ntire_counts_reproduce_the_published_table(preset, flops_g, acts_m, con
 
 
 def test_benchmark_cli_writes_the_json_schema(tmp_path):
-    from rlfn_arch.benchmark import SCHEMA_KEYS
+    from rlfn_arch.deploy.efficiency import SCHEMA_KEYS
     out = tmp_path / 'b.json'
     proc = run_module('rlfn_arch.benchmark', '--preset', 'rlfn_ntire', '--size', 32, 32, '--runs', 2, '--warmup', 1,
                       '--threads', 1, '--json', out)
@@ -125,7 +125,7 @@ def test_benchmark_cli_writes_the_json_schema(tmp_path):
 
 
 def test_fast_path_equals_eager():
-    from rlfn_arch.fast import optimize_for_inference
+    from rlfn_arch.deploy.fast import optimize_for_inference
     torch.manual_seed(0)
     net = RLFN(upscale=4, feature_channels=16, num_blocks=2).eval()
     for fast in (optimize_for_inference(net, precision='fp32'), optimize_for_inference(net, 'fp32', compile=True)):
@@ -139,7 +139,7 @@ def test_fast_path_equals_eager():
 
 
 def test_bf16_fast_path_is_close_to_fp32_and_returns_fp32():
-    from rlfn_arch.fast import optimize_for_inference
+    from rlfn_arch.deploy.fast import optimize_for_inference
     torch.manual_seed(0)
     net = RLFN(upscale=2, feature_channels=16, num_blocks=2).eval()
     x = torch.rand(1, 3, 24, 20)
@@ -153,7 +153,7 @@ def test_bf16_fast_path_is_close_to_fp32_and_returns_fp32():
 
 
 def test_onnx_export_round_trip_on_odd_sizes(tmp_path):
-    from rlfn_arch.export import check_onnx, export_onnx
+    from rlfn_arch.deploy.onnx import check_onnx, export_onnx
     torch.manual_seed(0)
     net = RLFN(upscale=3, feature_channels=8, num_blocks=1).eval()
     path = export_onnx(net, str(tmp_path / 'm.onnx'))
@@ -176,8 +176,8 @@ def test_export_a_checkpoint_trained_by_our_trainer(tmp_path):
 def test_int8_runs_and_stays_within_a_psnr_bound(tmp_path):
     import onnxruntime as ort
 
-    from rlfn_arch.export import export_onnx
-    from rlfn_arch.quantize import quantize
+    from rlfn_arch.deploy.onnx import export_onnx
+    from rlfn_arch.deploy.quantize import quantize
     torch.manual_seed(0)
     net = RLFN(upscale=2, feature_channels=8, num_blocks=1).eval()
     rng = np.random.default_rng(0)

@@ -5,8 +5,9 @@ import pytest
 import torch
 from torch.nn import functional as F
 
-from basicsr.losses import build_loss
 from rlfn_arch.losses import ContrastiveLoss
+
+from basicsr.losses import build_loss
 
 
 def _inputs(n=2, c=3, h=8, scale=2, dtype=torch.float32, seed=0):

@@ -2,9 +2,9 @@ import glob
 import os
 
 import pytest
-
 from conftest import REPO, run_module
-from rlfn_arch.train import stage_options
+
+from rlfn_arch.training import stage_options
 from rlfn_arch.utils.options import OptionError, check_options, load_options
 
 SHIPPED = sorted(p for p in glob.glob(os.path.join(REPO, 'options', '**', '*.yml'), recursive=True)
@@ -40,10 +40,13 @@ def _base():
 
 
 @pytest.mark.parametrize('edit,match', [
-    (lambda o: o['train'].__setitem__('total_iters', 5), r"train.total_iters: unknown key 'total_iters'; did you mean 'total_iter'"),
+    (lambda o: o['train'].__setitem__('total_iters', 5),
+     r"train.total_iters: unknown key 'total_iters'; did you mean 'total_iter'"),
     (lambda o: o['train'].__setitem__('contrastive_opts', {}), "did you mean 'contrastive_opt'"),
-    (lambda o: o['network_g'].__setitem__('feature_channel', 4), "network_g.feature_channel: unknown key.*did you mean 'feature_channels'"),
-    (lambda o: o['train']['optim_g'].__setitem__('lr', '1e-3'), r"train.optim_g.lr: '1e-3' was read as a string.*!!float 1e-3"),
+    (lambda o: o['network_g'].__setitem__('feature_channel', 4),
+     "network_g.feature_channel: unknown key.*did you mean 'feature_channels'"),
+    (lambda o: o['train']['optim_g'].__setitem__('lr', '1e-3'),
+     r"train.optim_g.lr: '1e-3' was read as a string.*!!float 1e-3"),
     (lambda o: o.__setitem__('scale', 5), 'scale: must be 2, 3 or 4'),
     (lambda o: o['train'].__setitem__('total_iter', -3), 'train.total_iter: must be an integer >= 1'),
     (lambda o: o['datasets']['train'].__setitem__('gt_size', 130), 'gt_size: 130 is not divisible by scale 4'),
@@ -53,8 +56,10 @@ def _base():
     (lambda o: o['dist_params'].__setitem__('backnd', 'gloo'), "did you mean 'backend'"),
     (lambda o: o['datasets']['train'].__setitem__('batch_size', 4), "did you mean 'batch_size_per_gpu'"),
     (lambda o: o['path'].__setitem__('pretrain_network', 'x'), "did you mean 'pretrain_network_g'"),
-    (lambda o: o.__setitem__('model_type', 'WarmStartModl'), "model_type: unknown model 'WarmStartModl'; did you mean 'WarmStartModel'"),
-    (lambda o: o['network_g'].__setitem__('type', 'RFLN'), "network_g.type: unknown architecture 'RFLN'; did you mean 'RLFN'"),
+    (lambda o: o.__setitem__('model_type', 'WarmStartModl'),
+     "model_type: unknown model 'WarmStartModl'; did you mean 'WarmStartModel'"),
+    (lambda o: o['network_g'].__setitem__('type', 'RFLN'),
+     "network_g.type: unknown architecture 'RFLN'; did you mean 'RLFN'"),
 ])
 def test_mistakes_are_errors_with_the_file_and_key(edit, match):
     opt = _base()

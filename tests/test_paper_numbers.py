@@ -3,7 +3,6 @@ import glob
 import re
 
 import pytest
-
 from conftest import run_module, shared_path
 
 PAPER = {  # Kong et al., CVPRW 2022: PSNR / SSIM on Y, border = scale

@@ -9,8 +9,8 @@ import time
 import pytest
 import torch
 import yaml
-
 from conftest import REPO, iters_in_log, logs, run_module, tiny_options
+
 from rlfn_arch.utils.checkpoint import safe_load
 
 
@@ -80,7 +80,7 @@ def test_sigkill_in_stage2_then_auto_resume_from_another_directory(tmp_path):
 
 
 def test_truncated_latest_state_is_skipped_with_a_warning(tmp_path):
-    from rlfn_arch.train import find_resume_state
+    from rlfn_arch.training.records import find_resume_state
     yml, exp = tiny_options(tmp_path, stage_iters=(4, 1, 1), save_freq=2)
     run_module('rlfn_arch.train', '-opt', yml)
     stage = exp / 's1'
@@ -152,12 +152,12 @@ def test_model_save_errors_are_raised_not_ignored(tmp_path, monkeypatch):
     """basicsr 1.4.2 logs 'Just ignore it' on a failed save; ours raises with the path and keeps the old file."""
     import errno
 
-    from basicsr.models import build_model
-
-    from rlfn_arch.train import stage_options
+    from rlfn_arch.training import stage_options
     from rlfn_arch.utils import fs
     from rlfn_arch.utils.options import load_options
     from rlfn_arch.utils.runtime import finalize
+
+    from basicsr.models import build_model
     yml, exp = tiny_options(tmp_path)
     opt = stage_options(load_options(str(yml)), str(yml))[0][1]
     finalize(opt, str(tmp_path), is_train=True, experiments_root=str(exp / 's1'))

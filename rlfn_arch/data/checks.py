@@ -1,8 +1,17 @@
 """Check paired datasets before training starts: every mismatch listed, not a crash hours in."""
+import multiprocessing
 import os
+import sys
+
+import cv2
+import lmdb
+import numpy as np
+from PIL import Image
+from tqdm import tqdm
+
+from rlfn_arch.data.image_io import ImageReadError, decode_unchanged
 
 from .image_io import list_images
-
 
 #: The end marker each format must have near the end of a complete file (a cheap truncation test:
 #: reads at most 1 KiB per file, no decoding). PNG: the IEND chunk; JPEG: the EOI marker, which
@@ -12,7 +21,6 @@ _END_MARKERS = {'.png': b'IEND', '.jpg': b'\xff\xd9', '.jpeg': b'\xff\xd9'}
 
 def _size(path):
     """(w, h) from the header, or a string saying why the file is unusable (unreadable, truncated)."""
-    from PIL import Image
     try:
         with Image.open(path) as im:
             size = im.size
@@ -92,7 +100,8 @@ def read_meta_info(lmdb_dir):
                 if len(parts) != 3 or len(shape) != 3 or min(shape) < 1:
                     raise ValueError
             except (IndexError, ValueError):
-                raise MetaInfoError(f'{path}:{i}: malformed line {line.strip()[:80]!r}; expected "name.png (h,w,c) level"')
+                raise MetaInfoError(f'{path}:{i}: malformed line {line.strip()[:80]!r}; '
+                                    'expected "name.png (h,w,c) level"')
             key = lmdb_key(parts[0])
             if key in out:
                 raise MetaInfoError(f'{path}:{i}: {parts[0]!r} gives the key {key!r} a second time (BasicSR keys '
@@ -105,7 +114,6 @@ def lmdb_problems(lmdb_dir, keys):
     """Open an LMDB read-only and check it without touching a page beyond the end of ``data.mdb``: a
     truncated file (which would kill a DataLoader worker with a bus error) and every key of ``keys``
     that the database lacks are reported, naming the file."""
-    import lmdb
     data = os.path.join(lmdb_dir, 'data.mdb')
     try:
         size = os.path.getsize(data)
@@ -136,7 +144,8 @@ def check_paired_lmdb(gt_lmdb, lq_lmdb, scale):
     metas = {}
     for d in (gt_lmdb, lq_lmdb):
         if not os.path.isdir(d) or not os.path.isfile(os.path.join(d, 'data.mdb')):
-            problems.append(f'{d}: not a complete LMDB (data.mdb missing); build it with python -m rlfn_arch.prepare lmdb')
+            problems.append(f'{d}: not a complete LMDB (data.mdb missing); '
+                            'build it with python -m rlfn_arch.prepare lmdb')
             continue
         try:
             metas[d] = read_meta_info(d)
@@ -163,9 +172,6 @@ def check_paired_lmdb(gt_lmdb, lq_lmdb, scale):
 
 # ------------------------------------------------------------------------------------ deep check
 def _decode_lmdb_chunk(args):
-    import cv2
-    import lmdb
-    import numpy as np
     lmdb_dir, keys = args
     bad = []
     with lmdb.open(lmdb_dir, readonly=True, lock=False, readahead=False) as env, env.begin() as txn:
@@ -178,7 +184,6 @@ def _decode_lmdb_chunk(args):
 
 
 def _decode_file(path):
-    from .image_io import ImageReadError, decode_unchanged
     try:
         decode_unchanged(path)
         return None
@@ -189,10 +194,7 @@ def _decode_file(path):
 def deep_check(items, workers=None, desc='decoding'):
     """Decode every image once, in parallel, with a progress bar on a terminal. ``items``: file paths
     and (lmdb_dir, [keys]) pairs. Returns the problems, each naming the file or the key."""
-    import multiprocessing
-    import sys
 
-    from tqdm import tqdm
     files = [i for i in items if isinstance(i, str)]
     jobs = [(d, keys[j:j + 256]) for d, keys in (i for i in items if not isinstance(i, str))
             for j in range(0, len(keys), 256)]

@@ -14,6 +14,7 @@ import os
 
 import cv2
 import numpy as np
+from PIL import Image
 
 from ..utils.fs import atomic_write
 
@@ -47,10 +48,9 @@ def list_images(folder):
     return images, others
 
 
-def _header_size(path):
+def header_size(path):
     """(width, height) from the file header without decoding, or None if PIL cannot tell."""
     try:
-        from PIL import Image
         Image.MAX_IMAGE_PIXELS = None  # we apply our own limit below
         with Image.open(path) as im:
             return im.size
@@ -72,7 +72,7 @@ def decode_unchanged(path):
             raise ImageReadError(f'{path}: empty file (0 bytes)')
     except OSError as e:  # symlink loops, permissions
         raise ImageReadError(f'{path}: cannot access: {e.strerror or e}') from e
-    size = _header_size(path)
+    size = header_size(path)
     if size is not None and size[0] * size[1] > MAX_PIXELS:
         raise ImageReadError(f'{path}: header claims {size[0]}x{size[1]} pixels, above the limit of '
                              f'{MAX_PIXELS:,} pixels')
@@ -116,8 +116,32 @@ def read_image(path, notes=None):
 
 def write_png(path, img):
     """Write a PNG atomically (:func:`rlfn_arch.utils.fs.atomic_write`): no partial file is left behind."""
-    os.makedirs(os.path.dirname(path) or '.', exist_ok=True)
-    ok, buf = cv2.imencode('.png', img)
+    write_image(path, img)
+
+
+def read_unchanged(path):
+    """Read an image for upscaling, keeping what it is: (H, W) grey, (H, W, 3) BGR or (H, W, 4) BGRA
+    (grey + alpha becomes BGRA), uint8 or uint16.
+
+    Raises:
+        ImageReadError: not an image extension, unreadable, or another pixel type; names the file.
+    """
+    if not path.lower().endswith(IMG_EXTENSIONS):
+        raise ImageReadError(f'{path}: not an image file extension ({", ".join(IMG_EXTENSIONS)})')
+    img = decode_unchanged(path)  # keeps 16-bit and alpha, unlike the training reader
+    if img.dtype not in (np.uint8, np.uint16):
+        raise ImageReadError(f'{path}: unsupported pixel type {img.dtype} (expected 8- or 16-bit)')
+    if img.ndim == 3 and img.shape[2] == 2:  # grey + alpha -> BGRA
+        img = np.dstack([np.repeat(img[:, :, :1], 3, axis=2), img[:, :, 1:]])
+    if img.ndim == 3 and img.shape[2] == 1:
+        img = img[:, :, 0]
+    return img
+
+
+def write_image(path, img):
+    """Encode ``img`` by the file's extension and write it atomically (folders created as needed)."""
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    ok, buf = cv2.imencode(os.path.splitext(path)[1], img)
     if not ok:
         raise OSError(f'cannot encode {path}')
     atomic_write(path, lambda f: f.write(buf.tobytes()))

@@ -11,6 +11,8 @@ import math
 
 import numpy as np
 
+from basicsr.utils.matlab_functions import imresize
+
 
 def _cubic(x):
     ax = np.abs(x)
@@ -83,6 +85,5 @@ def bicubic_lr(hr, scale):
 def bicubic_upsample(lr, scale):
     """The bicubic baseline: basicsr's MATLAB-style ``imresize`` up by ``scale`` (float math; only the
     downscaling used to make LR files needs the per-pass rounding above), rounded to uint8."""
-    from basicsr.utils.matlab_functions import imresize
     up = imresize(lr.astype(np.float32) / 255., scale)
     return (np.clip(up, 0, 1) * 255).round().astype(np.uint8)

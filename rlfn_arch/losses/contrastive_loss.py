@@ -7,19 +7,23 @@ AECR-Net / CSD ratio form with L1 distances::
 
     L = loss_weight * sum_j w_j * L1(phi_j(sr), phi_j(hr)) / (L1(phi_j(sr), phi_j(neg)) + eps)
 
-Not published, so ours (all options): the extractor width (``num_features``: 3, as many as the image has; keeps the loss under 15% of a CPU training iteration, where 4 measured 13-22%), which outputs are
+Not published, so ours (all options): the extractor width (``num_features``: 3, as many as the image
+has; keeps the loss under 15% of a CPU training iteration, where 4 measured 13-22%), which outputs are
 used (``layers``: the final conv), their weights (1.0), ``eps`` (1e-6), the seed (0) and the weight
 relative to L1 (``loss_weight``; the recipes use 0.001: in our CPU runs 0.01 and 0.1 cost 0.17 and 1.0 dB).
 """
 import math
+import os
 
 import torch
 from torch import nn
 from torch.nn import functional as F
+from torchvision.models import vgg19
+
+from rlfn_arch.utils.checkpoint import safe_load
 
 from basicsr.utils.registry import LOSS_REGISTRY
 
-_RANDOM_LAYERS = ('conv1', 'tanh1', 'conv2')
 # torchvision vgg19().features indices; convX_Y is before the ReLU, reluX_Y after it
 _VGG19_NAMES = [
     'conv1_1', 'relu1_1', 'conv1_2', 'relu1_2', 'pool1', 'conv2_1', 'relu2_1', 'conv2_2', 'relu2_2', 'pool2',
@@ -31,37 +35,67 @@ _VGG_DEFAULT_LAYERS = ['relu1_1', 'relu2_1', 'relu3_1', 'relu4_1', 'relu5_1']
 _VGG_DEFAULT_WEIGHTS = [1 / 32, 1 / 16, 1 / 8, 1 / 4, 1.0]  # CSD's weights
 
 
-class RandomTanhExtractor(nn.Module):
-    """Conv3x3 -> Tanh -> Conv3x3 with weights that are a pure function of ``seed``.
+_ACTIVATIONS = {'tanh': torch.tanh, 'relu': torch.relu, 'leaky_relu': lambda x: F.leaky_relu(x, 0.2)}
+_ACTIVATIONS_ = {'tanh': torch.tanh_, 'relu': torch.relu_, 'leaky_relu': lambda x: F.leaky_relu_(x, 0.2)}
+
+
+class RandomExtractor(nn.Module):
+    """``depth`` random 3x3 convs with an activation between each two: Conv -> Act -> Conv (depth 2, the
+    paper's) ... Conv; weights a pure function of ``seed``.
 
     The weights are drawn on the CPU from a private ``torch.Generator`` (PyTorch's default conv
-    initialisation, Kaiming-uniform with a=sqrt(5)), so every process, rank, device and resume gets
-    the same extractor without touching the global RNG.
+    initialisation, Kaiming-uniform with a=sqrt(5)), conv by conv, weight then bias, so every process,
+    rank, device and resume gets the same extractor without touching the global RNG (and depth 2 with
+    Tanh draws exactly what earlier versions drew).
+
+    Feature names: ``conv1`` ... ``conv{depth}``, ``act1`` ... ``act{depth-1}`` (``tanh1`` = ``act1``).
     """
 
-    def __init__(self, in_channels=3, num_features=16, seed=0):
+    def __init__(self, in_channels=3, num_features=3, seed=0, activation='tanh', depth=2):
         super().__init__()
-        self.conv1 = nn.Conv2d(in_channels, num_features, 3, padding=1)
-        self.conv2 = nn.Conv2d(num_features, num_features, 3, padding=1)
+        if activation not in _ACTIVATIONS:
+            raise ValueError(f'ContrastiveLoss: activation={activation!r}; expected one of {list(_ACTIVATIONS)}')
+        if not isinstance(depth, int) or depth < 1:
+            raise ValueError(f'ContrastiveLoss: depth={depth!r}; expected an integer >= 1')
+        self.activation, self.depth = activation, depth
+        for i in range(1, depth + 1):  # attributes conv1, conv2, ... (the names earlier versions had)
+            self.add_module(f'conv{i}', nn.Conv2d(in_channels if i == 1 else num_features, num_features, 3, padding=1))
         gen = torch.Generator().manual_seed(int(seed))
         with torch.no_grad():
-            for conv in (self.conv1, self.conv2):
+            for conv in self.convs():
                 fan_in = conv.in_channels * conv.kernel_size[0] * conv.kernel_size[1]
                 bound = 1 / math.sqrt(fan_in)  # == kaiming_uniform(a=sqrt(5)) bound, and the bias bound
                 conv.weight.copy_(torch.empty_like(conv.weight).uniform_(-bound, bound, generator=gen))
                 conv.bias.copy_(torch.empty_like(conv.bias).uniform_(-bound, bound, generator=gen))
 
+    def convs(self):
+        return [getattr(self, f'conv{i}') for i in range(1, self.depth + 1)]
+
+    def names(self):
+        return [f'conv{i}' for i in range(1, self.depth + 1)] + [f'act{i}' for i in range(1, self.depth)] + \
+            (['tanh1'] if self.activation == 'tanh' and self.depth > 1 else [])
+
     def forward(self, x, layers):
+        layers = ['act1' if n == 'tanh1' else n for n in layers]
+        last = max(int(n[4:]) if n.startswith('conv') else int(n[3:]) + 0.5 for n in layers)
         feats = {}
         # channels_last: oneDNN runs these few-channel convs ~2.4x faster on CPU than in NCHW
-        x = self.conv1(x.contiguous(memory_format=torch.channels_last))
-        feats['conv1'] = x
-        # in place where no gradient is needed (HR and negative): saves a large allocation per call
-        x = torch.tanh(x) if (torch.is_grad_enabled() and x.requires_grad) or 'conv1' in layers else x.tanh_()
-        feats['tanh1'] = x
-        if 'conv2' in layers:
-            feats['conv2'] = self.conv2(x)
+        x = x.contiguous(memory_format=torch.channels_last)
+        for i, conv in enumerate(self.convs(), 1):
+            if i > last:
+                break
+            x = conv(x)
+            feats[f'conv{i}'] = x
+            if i < self.depth and i < last:
+                # in place where no gradient is needed (HR and negative) and conv{i} is not kept: saves a
+                # large allocation per call
+                keep = (torch.is_grad_enabled() and x.requires_grad) or f'conv{i}' in layers
+                x = _ACTIVATIONS[self.activation](x) if keep else _ACTIVATIONS_[self.activation](x)
+                feats[f'act{i}'] = x
         return [feats[name] for name in layers]
+
+
+RandomTanhExtractor = RandomExtractor  # the name of earlier versions
 
 
 class VGG19Extractor(nn.Module):
@@ -69,11 +103,8 @@ class VGG19Extractor(nn.Module):
 
     def __init__(self, weights_path, layers):
         super().__init__()
-        import os
 
-        from torchvision.models import vgg19
 
-        from rlfn_arch.utils.checkpoint import safe_load
         if not weights_path or not os.path.isfile(weights_path):
             raise FileNotFoundError(
                 f'ContrastiveLoss: vgg_weights={weights_path!r} not found. The vgg19 extractor needs a local copy '
@@ -104,17 +135,23 @@ class ContrastiveLoss(nn.Module):
     Args:
         loss_weight (float): Weight of this loss. Default: 1.0.
         reduction (str): 'mean' only (the L1 distances are means over their elements). Default: 'mean'.
-        extractor (str): 'random_tanh' (the paper's) or 'vgg19' (ablation). Default: 'random_tanh'.
-        layers (list[str] | None): Feature outputs to use. random_tanh: any of 'conv1', 'tanh1', 'conv2'
-            (default ['conv2']); vgg19: names like 'relu3_1' (after ReLU) or 'conv3_1' (before ReLU)
-            (default relu1_1, relu2_1, relu3_1, relu4_1, relu5_1).
+        extractor (str): 'random_tanh' (the paper's random extractor; 'random' is the same) or 'vgg19'
+            (ablation). Default: 'random_tanh'.
+        activation (str): Activation between the random convs: 'tanh' (the paper's), 'relu' or
+            'leaky_relu' (slope 0.2). Default: 'tanh'.
+        depth (int): Number of random 3x3 convs (depth 2 = Conv-Act-Conv, the paper's). Default: 2.
+        layers (list[str] | None): Feature outputs to use. Random extractor: 'conv1' ... 'conv{depth}',
+            'act1' ... 'act{depth-1}' ('tanh1' = 'act1'; default: the last conv); vgg19: names like
+            'relu3_1' (after ReLU) or 'conv3_1' (before ReLU) (default relu1_1, relu2_1, relu3_1,
+            relu4_1, relu5_1).
         layer_weights (list[float] | None): One weight per layer. Default: 1.0 each (random_tanh);
             CSD's 1/32, 1/16, 1/8, 1/4, 1 (vgg19 defaults).
         num_features (int): Width of the random extractor. Default: 3.
         in_channels (int): Image channels. Default: 3.
         seed (int): Seed of the random extractor. Default: 0.
         eps (float): Added to the denominator. Default: 1e-6.
-        negative (str): 'bicubic' (bicubic upsampling of ``lq``, clamped to [0, 1]) or 'lq_nearest'. Default: 'bicubic'.
+        negative (str): 'bicubic' (bicubic upsampling of ``lq``, clamped to [0, 1]) or 'lq_nearest'.
+            Default: 'bicubic'.
         scale (int | None): Expected upscale factor; checked against the shapes when given. Default: None.
         vgg_weights (str | None): Local path of torchvision VGG19 weights (extractor 'vgg19' only).
 
@@ -134,20 +171,22 @@ class ContrastiveLoss(nn.Module):
                  eps=1e-6,
                  negative='bicubic',
                  scale=None,
-                 vgg_weights=None):
+                 vgg_weights=None,
+                 activation='tanh',
+                 depth=2):
         super().__init__()
         if reduction != 'mean':
             raise ValueError(f'ContrastiveLoss: reduction={reduction!r} is not supported; use "mean"')
         if negative not in ('bicubic', 'lq_nearest'):
             raise ValueError(f'ContrastiveLoss: negative={negative!r}; expected "bicubic" or "lq_nearest"')
-        if extractor == 'random_tanh':
-            layers = list(layers or ['conv2'])
-            bad = [n for n in layers if n not in _RANDOM_LAYERS]
+        if extractor in ('random_tanh', 'random'):
+            self.extractor = RandomExtractor(in_channels, num_features, seed, activation, depth)
+            layers = list(layers or [f'conv{depth}'])
+            bad = [n for n in layers if n not in self.extractor.names()]
             if bad:
-                raise ValueError(f'ContrastiveLoss: layers {bad} unknown for extractor random_tanh; '
-                                 f'expected any of {list(_RANDOM_LAYERS)}')
+                raise ValueError(f'ContrastiveLoss: layers {bad} unknown for the random extractor of depth {depth}; '
+                                 f'expected any of {self.extractor.names()}')
             layer_weights = list(layer_weights or [1.0] * len(layers))
-            self.extractor = RandomTanhExtractor(in_channels, num_features, seed)
         elif extractor == 'vgg19':
             if in_channels != 3:
                 raise ValueError(f'ContrastiveLoss: extractor vgg19 needs in_channels=3, got {in_channels}')
@@ -160,7 +199,8 @@ class ContrastiveLoss(nn.Module):
                                                     [1.0] * len(layers)))
             self.extractor = VGG19Extractor(vgg_weights, layers)
         else:
-            raise ValueError(f'ContrastiveLoss: extractor={extractor!r} unknown; expected "random_tanh" or "vgg19"')
+            raise ValueError(f'ContrastiveLoss: extractor={extractor!r} unknown; expected "random_tanh", "random" '
+                             'or "vgg19"')
         if len(layer_weights) != len(layers):
             raise ValueError(f'ContrastiveLoss: layer_weights has {len(layer_weights)} entries for '
                              f'{len(layers)} layers {layers}')

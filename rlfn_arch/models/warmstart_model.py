@@ -2,7 +2,9 @@
 
 Overrides only what SRModel cannot do:
 
-* ``init_training_settings``: also builds ``train.contrastive_opt`` (SRModel would silently ignore it).
+* ``init_training_settings``: also builds ``train.contrastive_opt`` (SRModel would silently ignore it)
+  and, for a fresh stage (``path.save_init``, set by the stage runner), saves the weights the stage
+  starts from as ``models/net_g_init.pth``.
 * ``optimize_parameters``: feeds the contrastive loss ``lq``; logs ``l_pix``, ``l_contrast``,
   ``l_total``; skips the update on a non-finite loss or gradient and stops after
   ``train.max_nonfinite`` in a row (default 10).
@@ -25,20 +27,20 @@ work and does not count toward ``max_nonfinite``; a non-finite fp32 loss does.
 """
 import os
 import random
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 
 import numpy as np
 import torch
 from torch.nn.parallel import DistributedDataParallel
+
+from rlfn_arch.utils.checkpoint import atomic_save, check_finite, safe_load
+from rlfn_arch.utils.precision import autocast, describe, resolve_channels_last, resolve_precision
 
 from basicsr.losses import build_loss
 from basicsr.models.sr_model import SRModel
 from basicsr.utils import get_root_logger
 from basicsr.utils.dist_util import master_only
 from basicsr.utils.registry import MODEL_REGISTRY
-
-from rlfn_arch.utils.checkpoint import atomic_save, check_finite, safe_load
-from rlfn_arch.utils.precision import autocast, describe, resolve_channels_last, resolve_precision
 
 
 class NonFiniteLossError(RuntimeError):
@@ -101,6 +103,9 @@ class WarmStartModel(SRModel):
         self.max_nonfinite = int(train_opt.get('max_nonfinite', 10))
         self.nonfinite_count = 0
         self.scaler = torch.amp.GradScaler(self.device.type) if self._layout()[0] == 'fp16' else None
+        if self.opt['path'].get('save_init') and self.opt['rank'] == 0:  # a fresh stage (not a resume)
+            os.makedirs(self.opt['path']['models'], exist_ok=True)
+            self.save_network(self.net_g, 'net_g', 'init')  # the exact weights the stage starts from
         super().init_training_settings()
         if self.channels_last and hasattr(self, 'net_g_ema'):
             self.net_g_ema = self.net_g_ema.to(memory_format=torch.channels_last)
@@ -254,7 +259,6 @@ class WarmStartModel(SRModel):
 
 def _allow_list():
     """Types our training states hold besides tensors and builtins (for ``weights_only=True``)."""
-    from collections import Counter
     torch.serialization.add_safe_globals([Counter])
 
 

@@ -11,6 +11,10 @@ import os
 
 import torch
 
+from rlfn_arch.utils.options import OptionError
+
+from basicsr.archs import build_network
+
 from .fs import atomic_write
 
 
@@ -74,9 +78,7 @@ def check_pretrain(stage_list):
     """Every ``path.pretrain_network_g`` the user set: it exists, loads safely, holds finite weights and
     fits the stage's network (with its ``param_key_g`` and ``strict_load_g``). Checked before any
     experiment folder is created or archived."""
-    from basicsr.archs import build_network
 
-    from .options import OptionError
     checked = set()
     for stage, opt in stage_list:
         p = opt['path']

@@ -6,12 +6,18 @@ run ``!!python/object/apply`` tags), applies ``--force_yml`` with ``exec``, read
 hard-coded nccl backend. This module keeps BasicSR's ordered-mapping behaviour and its post-processing
 of the options, and replaces those parts.
 """
+import copy
 import difflib
 import inspect
+import os
 import re
 from collections import OrderedDict
 
+import torch
 import yaml
+
+from basicsr.models import lr_scheduler
+from basicsr.utils.registry import ARCH_REGISTRY, DATASET_REGISTRY, LOSS_REGISTRY, METRIC_REGISTRY, MODEL_REGISTRY
 
 
 class OptionError(ValueError):
@@ -80,7 +86,6 @@ def load_options(path, _seen=()):
     so recipes share one file of common settings instead of copies. ``stages`` lists are replaced,
     not merged.
     """
-    import os
     try:
         with open(path, 'r', encoding='utf-8') as f:
             opt = yaml_load(f, source=path)
@@ -99,13 +104,28 @@ def load_options(path, _seen=()):
     return opt
 
 
+def apply_force_yml(opt, entries, source):
+    """BasicSR's ``--force_yml a:b=value``, parsed safely (no exec/eval); existing keys only."""
+    for entry in entries or []:
+        if '=' not in entry:
+            raise OptionError(f'--force_yml {entry!r}: expected key:path=value')
+        keys, value = entry.split('=', 1)
+        node = opt
+        parts = keys.strip().split(':')
+        for k in parts[:-1]:
+            if not isinstance(node, dict) or k not in node:
+                raise OptionError(f'--force_yml {entry!r}: {source} has no key {k!r}')
+            node = node[k]
+        node[parts[-1]] = yaml_load(value.strip(), source='--force_yml')
+    return opt
+
+
 def deep_merge(base, override):
     """Return a copy of ``base`` with ``override`` merged in recursively (mappings merge, others replace).
 
     A mapping whose ``type`` differs from the base's (say a scheduler changed from MultiStepLR to
     CosineAnnealingRestartLR) replaces it whole: the old type's arguments would not fit.
     """
-    import copy
     out = copy.deepcopy(base)
     for k, v in override.items():
         old = out.get(k)
@@ -139,7 +159,7 @@ _TRAIN_BASE = {'ema_decay', 'optim_g', 'scheduler', 'total_iter', 'warmup_iter',
                'contrastive_opt', 'max_nonfinite', 'precision', 'channels_last'}
 _VAL = {'val_freq', 'save_img', 'suffix', 'pbar', 'metrics', 'bicubic_baseline', 'precision'}
 _PATH = {'pretrain_network_g', 'param_key_g', 'strict_load_g', 'resume_state', 'experiments_root', 'models',
-         'training_states', 'log', 'visualization', 'results_root', 'root', 'init_from'}
+         'training_states', 'log', 'visualization', 'results_root', 'root', 'init_from', 'save_init'}
 _LOGGER = {'print_freq', 'save_checkpoint_freq', 'use_tb_logger', 'wandb'}
 _WANDB = {'project', 'resume_id'}
 _DIST = {'backend', 'port', 'init_method', 'timeout'}
@@ -220,15 +240,15 @@ def _signature_keys(obj, skip=(), ignore_var_keyword=False):
 
 
 def _registered(registry, name, what, ck, path):
+    """The registered class or function ``name``, or None with an error (public registry API only:
+    ``in`` and ``keys()``; ``get`` is called only for known names, as it prints for unknown ones)."""
     if name is None:
         ck.err(f'{path}.type', f'missing; expected a registered {what}')
         return None
-    try:
-        return registry.get(name)
-    except KeyError:
-        known = list(registry._obj_map)
-        ck.err(f'{path}.type', f'unknown {what} {name!r}{_suggest(name, known)}')
+    if name not in registry:
+        ck.err(f'{path}.type', f'unknown {what} {name!r}{_suggest(name, registry.keys())}')
         return None
+    return registry.get(name)
 
 
 def _check_typed(section, registry, what, ck, path, skip=('self', )):
@@ -246,7 +266,6 @@ def _check_typed(section, registry, what, ck, path, skip=('self', )):
 
 
 def _check_optim(section, ck, path):
-    import torch
     if section is None:
         return
     name = section.get('type') if isinstance(section, dict) else None
@@ -260,7 +279,6 @@ def _check_optim(section, ck, path):
 
 
 def _check_scheduler(section, ck, path):
-    from basicsr.models import lr_scheduler
     if section is None:
         return
     name = section.get('type') if isinstance(section, dict) else None
@@ -323,9 +341,22 @@ def check_options(opt, source='<options>', is_train=True):
     Raises:
         OptionError: listing every problem, each with the file, the key path and what was expected.
     """
-    import rlfn_arch  # noqa: F401  registers our classes
-    from basicsr.utils.registry import ARCH_REGISTRY, DATASET_REGISTRY, LOSS_REGISTRY, METRIC_REGISTRY, MODEL_REGISTRY
+
     ck = _Checker(source)
+    _check_top(opt, ck)
+    datasets = _check_datasets(opt, ck)
+    if is_train and 'train' not in datasets:
+        ck.err('datasets.train', 'missing; a training option file needs a train dataset')
+    if is_train:
+        _check_train(opt, ck)
+    _check_val(opt.get('val'), ck)
+    _check_logging(opt, ck)
+    if ck.errors:
+        raise OptionError('invalid options:\n  ' + '\n  '.join(ck.errors))
+
+
+def _check_top(opt, ck):
+    """Top-level keys, name, scale, device, model and network."""
     ck.keys(opt, _TOP, '')
     ck.strings_as_numbers(opt)
     problem = name_problem(opt.get('name'))
@@ -338,13 +369,17 @@ def check_options(opt, source='<options>', is_train=True):
                                                            and opt.get('num_gpu') >= 0):
         ck.err('num_gpu', f'must be "auto" or an integer >= 0, got {opt.get("num_gpu")!r}')
     model_type = opt.get('model_type')
-    if model_type is not None and model_type not in MODEL_REGISTRY._obj_map:
-        ck.err('model_type', f'unknown model {model_type!r}{_suggest(model_type, MODEL_REGISTRY._obj_map)}')
+    if model_type is not None and model_type not in MODEL_REGISTRY:
+        ck.err('model_type', f'unknown model {model_type!r}{_suggest(model_type, MODEL_REGISTRY.keys())}')
     net = opt.get('network_g')
     _check_typed(net, ARCH_REGISTRY, 'architecture', ck, 'network_g')
     if isinstance(net, dict) and net.get('type') == 'RLFN' and 'upscale' in net and net['upscale'] != scale:
         ck.err('network_g.upscale', f'{net["upscale"]} differs from scale: {scale}')
-    # datasets
+
+
+def _check_datasets(opt, ck):
+    """Every dataset block; returns the datasets mapping ({} when missing)."""
+    scale = opt.get('scale')
     datasets = opt.get('datasets')
     if not isinstance(datasets, dict) or not datasets:
         ck.err('datasets', 'missing or empty; expected train/val_*/test_* entries')
@@ -379,49 +414,58 @@ def check_options(opt, source='<options>', is_train=True):
                 elif gt // scale < 15:
                     ck.err(f'{p}.gt_size', f'{gt} gives an LR patch of {gt // scale}px; RLFN needs at least 15 '
                            f'(gt_size >= {15 * scale})')
-    if is_train and 'train' not in datasets:
-        ck.err('datasets.train', 'missing; a training option file needs a train dataset')
-    # train
+    return datasets
+
+
+def _check_train(opt, ck):
+    """The train section: optimizer, scheduler, iterations, losses, EMA, precision."""
     train = opt.get('train')
-    if is_train:
-        if not isinstance(train, dict):
-            ck.err('train', 'missing; expected optim_g, scheduler, total_iter and a loss')
-            train = {}
-        ck.keys(train, _TRAIN_BASE, 'train')
-        _check_optim(train.get('optim_g'), ck, 'train.optim_g')
-        _check_scheduler(train.get('scheduler'), ck, 'train.scheduler')
-        _positive_int(train.get('total_iter'), ck, 'train.total_iter')
-        for loss_key in ('pixel_opt', 'perceptual_opt', 'contrastive_opt'):
-            _check_typed(train.get(loss_key), LOSS_REGISTRY, 'loss', ck, f'train.{loss_key}')
-        if train.get('contrastive_opt') and opt.get('model_type') != 'WarmStartModel':
-            ck.err('train.contrastive_opt', f'needs model_type: WarmStartModel (model_type is '
-                   f'{opt.get("model_type")!r}, which would ignore it: it cannot feed the loss the LR input)')
-        ema = train.get('ema_decay', 0)
-        if not isinstance(ema, (int, float)) or not 0 <= ema < 1:
-            ck.err('train.ema_decay', f'must be in [0, 1), got {ema!r}')
-        _positive_int(train.get('max_nonfinite'), ck, 'train.max_nonfinite')
-        if train.get('precision', 'auto') not in ('auto', 'fp32', 'bf16', 'fp16'):
-            ck.err('train.precision', f'{train["precision"]!r}: expected auto, fp32, bf16 or fp16')
-        if train.get('channels_last', 'auto') not in ('auto', True, False):
-            ck.err('train.channels_last', f'{train["channels_last"]!r}: expected auto, true or false')
-        if (train.get('precision') not in (None, 'auto', 'fp32') or train.get('channels_last') is True) \
-                and opt.get('model_type') != 'WarmStartModel':
-            ck.err('train.precision', f'needs model_type: WarmStartModel (model_type is {opt.get("model_type")!r}, '
-                   'which trains in fp32 NCHW only)')
-    # val
-    val = opt.get('val')
-    if val is not None:
-        ck.keys(val, _VAL, 'val')
-        if isinstance(val, dict):
-            _positive_int(val.get('val_freq'), ck, 'val.val_freq')
-            if val.get('precision', 'fp32') not in ('fp32', 'train', 'auto', 'bf16', 'fp16'):
-                ck.err('val.precision', f'{val["precision"]!r}: expected fp32 (default, the paper protocol), train '
-                       '(the training precision), auto, bf16 or fp16')
-            for mname, m in (val.get('metrics') or {}).items():
-                mp = f'val.metrics.{mname}'
-                fn = _registered(METRIC_REGISTRY, m.get('type') if isinstance(m, dict) else None, 'metric', ck, mp)
-                if fn is not None:
-                    ck.keys(m, (_signature_keys(fn, ('img', 'img2'), True) or set()) | _METRIC_COMMON, mp)
+    if not isinstance(train, dict):
+        ck.err('train', 'missing; expected optim_g, scheduler, total_iter and a loss')
+        return
+    ck.keys(train, _TRAIN_BASE, 'train')
+    _check_optim(train.get('optim_g'), ck, 'train.optim_g')
+    _check_scheduler(train.get('scheduler'), ck, 'train.scheduler')
+    _positive_int(train.get('total_iter'), ck, 'train.total_iter')
+    for loss_key in ('pixel_opt', 'perceptual_opt', 'contrastive_opt'):
+        _check_typed(train.get(loss_key), LOSS_REGISTRY, 'loss', ck, f'train.{loss_key}')
+    if train.get('contrastive_opt') and opt.get('model_type') != 'WarmStartModel':
+        ck.err('train.contrastive_opt', f'needs model_type: WarmStartModel (model_type is '
+               f'{opt.get("model_type")!r}, which would ignore it: it cannot feed the loss the LR input)')
+    ema = train.get('ema_decay', 0)
+    if not isinstance(ema, (int, float)) or not 0 <= ema < 1:
+        ck.err('train.ema_decay', f'must be in [0, 1), got {ema!r}')
+    _positive_int(train.get('max_nonfinite'), ck, 'train.max_nonfinite')
+    if train.get('precision', 'auto') not in ('auto', 'fp32', 'bf16', 'fp16'):
+        ck.err('train.precision', f'{train["precision"]!r}: expected auto, fp32, bf16 or fp16')
+    if train.get('channels_last', 'auto') not in ('auto', True, False):
+        ck.err('train.channels_last', f'{train["channels_last"]!r}: expected auto, true or false')
+    if (train.get('precision') not in (None, 'auto', 'fp32') or train.get('channels_last') is True) \
+            and opt.get('model_type') != 'WarmStartModel':
+        ck.err('train.precision', f'needs model_type: WarmStartModel (model_type is {opt.get("model_type")!r}, '
+               'which trains in fp32 NCHW only)')
+
+
+def _check_val(val, ck):
+    """The val section: frequency, metrics (their arguments from the metric functions), precision."""
+    if val is None:
+        return
+    ck.keys(val, _VAL, 'val')
+    if not isinstance(val, dict):
+        return
+    _positive_int(val.get('val_freq'), ck, 'val.val_freq')
+    if val.get('precision', 'fp32') not in ('fp32', 'train', 'auto', 'bf16', 'fp16'):
+        ck.err('val.precision', f'{val["precision"]!r}: expected fp32 (default, the paper protocol), train '
+               '(the training precision), auto, bf16 or fp16')
+    for mname, m in (val.get('metrics') or {}).items():
+        mp = f'val.metrics.{mname}'
+        fn = _registered(METRIC_REGISTRY, m.get('type') if isinstance(m, dict) else None, 'metric', ck, mp)
+        if fn is not None:
+            ck.keys(m, (_signature_keys(fn, ('img', 'img2'), True) or set()) | _METRIC_COMMON, mp)
+
+
+def _check_logging(opt, ck):
+    """path, logger and dist_params keys."""
     ck.keys(opt.get('path'), _PATH, 'path')
     logger = opt.get('logger')
     ck.keys(logger, _LOGGER, 'logger')
@@ -430,8 +474,6 @@ def check_options(opt, source='<options>', is_train=True):
         _positive_int(logger.get('print_freq'), ck, 'logger.print_freq')
         _positive_int(logger.get('save_checkpoint_freq'), ck, 'logger.save_checkpoint_freq')
     ck.keys(opt.get('dist_params'), _DIST, 'dist_params')
-    if ck.errors:
-        raise OptionError('invalid options:\n  ' + '\n  '.join(ck.errors))
 
 
 def check_stage_entries(opt, source):

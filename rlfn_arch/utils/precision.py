@@ -15,6 +15,8 @@ import warnings
 
 import torch
 
+from .report import cpu_name
+
 PRECISIONS = ('auto', 'fp32', 'bf16', 'fp16')
 DTYPES = {'bf16': torch.bfloat16, 'fp16': torch.float16}
 _warned = set()
@@ -99,9 +101,4 @@ def describe(device):
     device = torch.device(device)
     if device.type == 'cuda' and torch.cuda.is_available():
         return torch.cuda.get_device_name(device)
-    try:
-        with open('/proc/cpuinfo') as f:
-            name = next(line.split(':', 1)[1].strip() for line in f if line.startswith('model name'))
-        return f'CPU ({name})'
-    except (OSError, StopIteration):
-        return 'CPU'
+    return f'CPU ({cpu_name()})'

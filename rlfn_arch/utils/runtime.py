@@ -12,6 +12,9 @@ from os import path as osp
 
 import torch
 
+from basicsr.utils import logger as bl
+from basicsr.utils import set_random_seed
+
 from .options import OptionError
 
 _PACKAGE_DIR = osp.dirname(osp.dirname(osp.abspath(__file__)))
@@ -67,7 +70,6 @@ def finalize(opt, root, is_train, experiments_root=None, source='<options>'):
     if opt.get('manual_seed') is None:  # basicsr: a random seed when the file sets none
         opt['manual_seed'] = random.randint(1, 10000)
     if not is_train:  # basicsr seeds in parse_options; the training runner seeds each stage itself
-        from basicsr.utils import set_random_seed
         set_random_seed(opt['manual_seed'] + opt['rank'])
     opt['root_path'] = root
     for phase, dataset in opt['datasets'].items():
@@ -118,7 +120,6 @@ class _PrefixFilter(logging.Filter):
 
 def reset_basicsr_logger():
     """Forget basicsr's 'basicsr' logger so the next get_root_logger() opens a new log file."""
-    from basicsr.utils import logger as bl
     lg = logging.getLogger('basicsr')
     for h in list(lg.handlers):
         lg.removeHandler(h)
@@ -141,3 +142,10 @@ def logger_factory(original, prefix=None):
         return lg
 
     return get_root_logger
+
+
+def pick_device(name=None):
+    """``torch.device(name)``, or CUDA when available, else the CPU."""
+    if name:
+        return torch.device(name)
+    return torch.device('cuda' if torch.cuda.is_available() else 'cpu')

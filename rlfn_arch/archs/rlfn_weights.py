@@ -1,0 +1,153 @@
+"""RLFN checkpoints: read any known key layout, detect the configuration from the tensor shapes, fold
+the official [0, 255] range into [0, 1], load strictly.
+
+Kept beside the architecture (spandrel's manner): everything that knows how RLFN's tensors are named
+and shaped lives here, so a new variant changes one folder. ``python -m rlfn_arch.convert`` is the
+command-line front of :func:`convert`.
+"""
+import math
+import re
+from collections import OrderedDict
+
+from rlfn_arch.utils.checkpoint import CheckpointError, atomic_save, check_finite, safe_load
+from rlfn_arch.utils.options import load_options
+
+from .rlfn_arch import PRESETS, RLFN
+
+# NTIRE 2022 challenge code names -> released-code names
+_NTIRE_RENAMES = [(r'^fea_conv\.', 'conv_1.'), (r'^B(\d+)\.', r'block_\1.'), (r'^LR_conv\.', 'conv_2.')]
+
+
+def _unwrap(obj, path):
+    if isinstance(obj, dict):
+        for key in ('params_ema', 'params', 'state_dict', 'model'):
+            if key in obj and isinstance(obj[key], dict):
+                return obj[key]
+        return obj
+    raise CheckpointError(f'{path}: expected a state dict, got {type(obj).__name__}')
+
+
+def normalize_keys(state_dict, path='<state dict>'):
+    """Map any known RLFN key layout (released code, NTIRE 2022 challenge, DDP 'module.') to ours."""
+    out = OrderedDict()
+    for key, value in state_dict.items():
+        if not hasattr(value, 'shape'):
+            raise CheckpointError(f'{path}: entry {key!r} is not a tensor')
+        if key.startswith('module.'):
+            key = key[len('module.'):]
+        for pattern, repl in _NTIRE_RENAMES:
+            key = re.sub(pattern, repl, key)
+        out[key] = value
+    return out
+
+
+def detect_config(state_dict, path='<state dict>'):
+    """Infer RLFN's constructor arguments from tensor shapes.
+
+    Returns:
+        dict: ``upscale``, ``in_channels``, ``out_channels``, ``feature_channels``, ``mid_channels``,
+        ``esa_channels``, ``num_blocks``.
+
+    Raises:
+        CheckpointError: when the tensors are not an RLFN.
+    """
+    required = ['conv_1.weight', 'conv_2.weight', 'upsampler.0.weight', 'block_1.c1_r.weight',
+                'block_1.esa.conv1.weight']
+    missing = [k for k in required if k not in state_dict]
+    if missing:
+        some = ', '.join(list(state_dict)[:5]) or 'none'
+        raise CheckpointError(f'{path}: not an RLFN checkpoint: missing {", ".join(missing)} '
+                              f'(found keys: {some}{", ..." if len(state_dict) > 5 else ""})')
+    feat, in_ch = state_dict['conv_1.weight'].shape[:2]
+    mid = state_dict['block_1.c1_r.weight'].shape[0]
+    esa = state_dict['block_1.esa.conv1.weight'].shape[0]
+    num_blocks = len({m.group(1) for k in state_dict for m in [re.match(r'^block_(\d+)\.', k)] if m})
+    up = state_dict['upsampler.0.weight'].shape[0]
+    out_ch = in_ch
+    scale = math.isqrt(up // out_ch) if up % out_ch == 0 else 0
+    if scale not in (2, 3, 4) or out_ch * scale * scale != up:
+        raise CheckpointError(f'{path}: upsampler.0 has {up} output channels; expected {out_ch} x s^2 for s in 2, 3, 4')
+    return dict(upscale=int(scale), in_channels=int(in_ch), out_channels=int(out_ch), feature_channels=int(feat),
+                mid_channels=int(mid), esa_channels=int(esa), num_blocks=int(num_blocks))
+
+
+def preset_name(cfg):
+    """The preset name (``rlfn``, ``rlfn_s``, ``rlfn_ntire``) matching a config, or ``custom``."""
+    for name, preset in PRESETS.items():
+        if all(cfg[k] == v for k, v in preset.items()):
+            return name
+    return 'custom'
+
+
+def fold_range(state_dict, input_range=255.0):
+    """Fold an input/output range of [0, input_range] into the first and last convs.
+
+    RLFN is affine in its input at ``conv_1`` and affine in its output at ``upsampler.0``; the
+    zero padding of ``conv_1`` is scale-invariant. So f(255 x) / 255 == g(x) with conv_1.weight * 255
+    and upsampler.0.{weight,bias} / 255.
+    """
+    sd = OrderedDict((k, v.detach().clone().float()) for k, v in state_dict.items())
+    sd['conv_1.weight'] *= input_range
+    sd['upsampler.0.weight'] /= input_range
+    sd['upsampler.0.bias'] /= input_range
+    return sd
+
+
+def network_yaml(cfg):
+    lines = ['network_g:', '  type: RLFN']
+    lines += [f'  {k}: {v}' for k, v in cfg.items()]
+    return '\n'.join(lines)
+
+
+def load_rlfn(path, cfg=None):
+    """Load any RLFN checkpoint safely and check it: ``(state_dict, cfg, net)`` with the weights loaded.
+
+    ``cfg`` (RLFN's constructor arguments) defaults to what the tensor shapes say.
+    """
+    sd = check_finite(normalize_keys(_unwrap(safe_load(path), path), path), path)
+    cfg = cfg or detect_config(sd, path)
+    net = RLFN(**cfg)
+    try:
+        net.load_state_dict(sd, strict=True)
+    except RuntimeError as e:
+        raise CheckpointError(f'{path}: tensors do not match an RLFN with {cfg}: {e}') from e
+    return sd, cfg, net
+
+
+def convert(input_path, output_path=None, input_range=255.0):
+    """Load, check, convert; write ``{'params': ...}`` atomically when ``output_path`` is given.
+
+    Returns:
+        (OrderedDict, dict): the converted state dict and the detected network config.
+    """
+    sd, cfg, _ = load_rlfn(input_path)
+    if input_range != 1:
+        sd = fold_range(sd, input_range)
+    if output_path:
+        atomic_save({'params': sd}, output_path)
+    return sd, cfg
+
+
+def load_model(model_path=None, opt_path=None, preset=None, scale=4, input_range=1.0, device='cpu'):
+    """Return ``(net, cfg)`` in eval mode on ``device``, working in [0, 1].
+
+    Args:
+        model_path (str | None): BasicSR checkpoint (``params_ema`` preferred, else ``params``) or a raw
+            state dict. Its network settings are read from the tensor shapes.
+        opt_path (str | None): option file whose ``network_g`` is used instead of the shapes.
+        preset (str | None): 'rlfn', 'rlfn_s' or 'rlfn_ntire' with random weights (benchmarks only).
+        scale (int): upscale for ``preset``.
+        input_range (float): 255 for the official, unconverted files.
+    """
+    if model_path is None:
+        if preset not in PRESETS:
+            raise ValueError(f'unknown preset {preset!r}; expected one of {list(PRESETS)} or a --model_path')
+        cfg = dict(upscale=scale, **PRESETS[preset])
+        return RLFN(**cfg).eval().to(device), cfg
+    cfg = None
+    if opt_path:
+        cfg = {k: v for k, v in load_options(opt_path).get('network_g', {}).items() if k != 'type'}
+    sd, cfg, net = load_rlfn(model_path, cfg)
+    if input_range != 1:
+        net.load_state_dict(fold_range(sd, input_range))
+    return net.eval().to(device), cfg

@@ -1,0 +1,98 @@
+"""ONNX: export with dynamic batch/height/width (opset >= 17), compare with PyTorch, run with ONNX Runtime.
+
+ESA's resize back to the input's own size and PixelShuffle (DepthToSpace) export with dynamic shapes.
+``onnx`` and ``onnxruntime`` are optional dependencies (the ``export`` extra), imported where used.
+"""
+import numpy as np
+import torch
+from torch.nn import functional as F
+
+from rlfn_arch.utils.fs import atomic_write
+
+CHECK_SIZES = [(15, 15), (17, 23), (64, 64), (120, 80), (256, 256)]
+
+
+class _Export(torch.nn.Module):
+    """The network without the small-input padding branch (ONNX graphs have no Python control flow):
+    exported models need inputs of at least 15x15."""
+
+    def __init__(self, net):
+        super().__init__()
+        self.net = net
+
+    def forward(self, x):
+        return self.net.forward_features(x)
+
+
+
+def export_onnx(net, path, opset=17):
+    net = net.eval().cpu()
+    x = torch.rand(1, net.conv_1.in_channels, 32, 32)
+    atomic_write(path, lambda f: torch.onnx.export(
+        _Export(net), (x, ), f, opset_version=opset, input_names=['lq'], output_names=['sr'],
+        dynamic_axes={'lq': {0: 'batch', 2: 'height', 3: 'width'},
+                      'sr': {0: 'batch', 2: 'out_height', 3: 'out_width'}}, dynamo=False))
+    return path
+
+
+
+def check_onnx(net, path, sizes=CHECK_SIZES, batch=1, seed=0):
+    """Max abs difference between onnxruntime and PyTorch per size: list of (h, w, diff)."""
+    import onnxruntime as ort
+    sess = ort.InferenceSession(path, providers=['CPUExecutionProvider'])
+    g = torch.Generator().manual_seed(seed)
+    out = []
+    for h, w in sizes:
+        x = torch.rand(batch, 3, h, w, generator=g)
+        with torch.inference_mode():
+            ref = net.eval().cpu()(x).numpy()
+        got = sess.run(['sr'], {'lq': x.numpy()})[0]
+        if got.shape != ref.shape:
+            raise AssertionError(f'{path}: output {got.shape} for input {tuple(x.shape)}, PyTorch gives {ref.shape}')
+        diff = np.abs(got.astype(np.float64) - ref.astype(np.float64))
+        # NaN defeats max() comparisons; a non-finite output on either side is an infinite difference
+        out.append((h, w, float(diff.max()) if np.isfinite(diff).all() else float('inf')))
+    return out
+
+
+
+class OnnxRLFN:
+    """Run an exported (fp32 or int8) RLFN ONNX model with ONNX Runtime like the PyTorch network:
+    ``(N, 3, H, W)`` tensor in, tensor out. Inputs below 15x15 are replicate-padded and cropped, as
+    RLFN's own small-input handling does."""
+
+    def __init__(self, path, threads=None, scale=None):
+        import onnxruntime as ort
+        so = ort.SessionOptions()
+        if threads:
+            so.intra_op_num_threads, so.inter_op_num_threads = threads, 1
+        self.sess = ort.InferenceSession(path, so, providers=['CPUExecutionProvider'])
+        self.path = path
+        self.upscale = scale or self._probe_scale()
+
+    def _probe_scale(self):
+        y = self.sess.run(None, {'lq': np.zeros((1, 3, 16, 16), np.float32)})[0]
+        return y.shape[2] // 16
+
+    def __call__(self, x):
+        h, w = x.shape[-2:]
+        ph, pw = max(0, 15 - h), max(0, 15 - w)
+        if ph or pw:
+            x = F.pad(x, (0, pw, 0, ph), mode='replicate')
+        y = torch.from_numpy(self.sess.run(None, {'lq': np.ascontiguousarray(x.detach().cpu().float().numpy())})[0])
+        return y[..., :h * self.upscale, :w * self.upscale]
+
+    def eval(self):
+        return self
+
+
+
+def to_fp16(path, out_path):
+    import onnx
+    try:
+        from onnxconverter_common import float16
+        model = float16.convert_float_to_float16(onnx.load(path), keep_io_types=True)
+    except ImportError as e:
+        raise ImportError('fp16 ONNX conversion needs onnxconverter-common (pip install onnxconverter-common)') from e
+    onnx.save(model, out_path)
+    return out_path

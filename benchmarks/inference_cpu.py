@@ -1,11 +1,12 @@
-"""CPU inference paths side by side: plain eager PyTorch (the reference, structured like the released
-code), our fast path, ONNX Runtime fp32 and ONNX Runtime int8, for RLFN, RLFN-S and the NTIRE 2022
-model at x4 with a 256x256 LR input.
+"""CPU inference paths side by side: plain eager fp32 PyTorch (the reference: the released code's
+structure, NCHW, no compile), our fp32 fast path (channels_last + compile at this one shape), bf16
+autocast + channels_last (emulated, and slower, on CPUs without AVX512_BF16/AMX: see native_bf16 in the
+JSON), ONNX Runtime fp32 and int8, for RLFN, RLFN-S and the NTIRE 2022 model at x4, 256x256 LR input.
 
     python benchmarks/inference_cpu.py [--threads 2] [--runs 10]
 
 For each: median ms per image, ratio to eager, max abs difference to eager (in [0, 1]), the share of
-this CPU's measured fp32 convolution throughput, and for int8 the PSNR-Y change on Set5 x4 (official
+this CPU's measured fp32 convolution throughput, and for int8 and bf16 the PSNR-Y change on Set5 x4 (official
 RLFN-S x4 weights, when ../shared is present).
 """
 import argparse
@@ -24,6 +25,7 @@ from rlfn_arch.deploy.efficiency import count_ntire
 from rlfn_arch.deploy.fast import optimize_for_inference
 from rlfn_arch.deploy.onnx import export_onnx
 from rlfn_arch.deploy.quantize import calibration_patches, quantize
+from rlfn_arch.utils.precision import native_bf16
 
 
 def median_ms(fn, runs, warmup=3):
@@ -74,7 +76,8 @@ def main():
         macs = count_ntire(net, (args.size, args.size))[1]
         with torch.inference_mode():
             ref = net(x)
-        fast = optimize_for_inference(net)
+        fast = optimize_for_inference(net, precision='fp32', compile=True)
+        fast_bf16 = optimize_for_inference(net, precision='bf16')  # channels_last + bf16 autocast, eager
         with tempfile.TemporaryDirectory() as tmp:
             fp32 = export_onnx(net, os.path.join(tmp, 'fp32.onnx'))
             int8 = quantize(fp32, os.path.join(tmp, 'int8.onnx'), calibration_patches(n=16))
@@ -82,7 +85,8 @@ def main():
             xn = x.numpy()
             paths = {
                 'eager': (lambda: net(x), lambda: ref),
-                'fast': (lambda: fast(x), lambda: fast(x)),
+                'fast fp32 (channels_last + compile)': (lambda: fast(x), lambda: fast(x)),
+                'bf16 autocast + channels_last': (lambda: fast_bf16(x), lambda: fast_bf16(x)),
                 'onnxruntime fp32': (lambda: s32.run(None, {'lq': xn}),
                                      lambda: torch.from_numpy(s32.run(None, {'lq': xn})[0])),
                 'onnxruntime int8': (lambda: s8.run(None, {'lq': xn}),
@@ -96,17 +100,20 @@ def main():
                 base = base or ms
                 row = {'model': preset, 'path': name, 'ms': ms, 'x_eager': base / ms, 'max_abs_diff': diff,
                        'conv_peak_share_pct': 100 * 2 * macs / (ms / 1000) / 1e9 / peak}
-                if preset == 'rlfn_s' and name == 'onnxruntime int8':
+                if preset == 'rlfn_s' and name in ('onnxruntime int8', 'bf16 autocast + channels_last'):
+                    run = (lambda a: s8.run(None, {'lq': a})[0]) if 'int8' in name else \
+                        (lambda a: fast_bf16(torch.from_numpy(a)).numpy())
                     p_ref = benchmark_psnr_y(lambda a: net(torch.from_numpy(a)).detach().numpy(), 'Set5')
-                    p_int8 = benchmark_psnr_y(lambda a: s8.run(None, {'lq': a})[0], 'Set5')
+                    p_low = benchmark_psnr_y(run, 'Set5')
                     if p_ref is not None:
-                        row['set5_psnr_y_eager'], row['set5_psnr_y_int8'] = p_ref, p_int8
-                        row['psnr_change_dB'] = p_int8 - p_ref
+                        row['set5_psnr_y_eager'], row['set5_psnr_y_low'] = p_ref, p_low
+                        row['psnr_change_dB'] = p_low - p_ref
                 rows.append(row)
                 print(rows[-1], flush=True)
     report('inference_cpu', rows, ['model', 'path', 'ms', 'x_eager', 'max_abs_diff', 'conv_peak_share_pct',
                                    'psnr_change_dB'],
-           {'threads': args.threads, 'runs': args.runs, 'lr_size': args.size, 'conv_peak_gflops': peak})
+           {'threads': args.threads, 'runs': args.runs, 'lr_size': args.size, 'conv_peak_gflops': peak,
+            'native_bf16': native_bf16('cpu')})
 
 
 if __name__ == '__main__':

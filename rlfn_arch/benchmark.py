@@ -1,12 +1,8 @@
 """NTIRE-style efficiency report: ``python -m rlfn_arch.benchmark --preset rlfn_ntire`` (or a model).
 
-Counts, at a 256x256 LR input by default, the way the NTIRE 2022 efficient-SR challenge did:
-parameters; FLOPs = conv multiply-accumulates k*k*Cin/groups*Cout*Hout*Wout (no bias) plus one per
-output element of every activation-function module (the challenge's module-hook counter does this:
-with it the published 19.70 G / 33.99 G come out exactly; conv MACs alone give 19.66 G / 33.93 G);
-activations = elements of every conv output; the number of conv layers. Then runtime (warm-up, median of N runs;
-CUDA events on GPU, a monotonic clock on CPU; threads stated) and peak memory. Prints a table and
-writes JSON.
+Parameters, FLOPs, activations and convs counted as the NTIRE 2022 challenge did (see
+:mod:`rlfn_arch.deploy.efficiency` for the exact rules), then runtime and peak memory in the chosen
+precision, eager and (``--fast``) the fastest path. Prints a table and writes JSON.
 """
 import argparse
 import json

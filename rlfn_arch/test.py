@@ -6,9 +6,9 @@ resolved against the project root, CPU when there is no GPU) and the metric line
 import argparse
 import os
 import sys
-from unittest import mock
 
 import rlfn_arch  # noqa: F401  registers RLFN & co. and installs the compatibility shim
+from rlfn_arch.training.basicsr_adapter import swapped
 from rlfn_arch.utils.checkpoint import check_pretrain
 from rlfn_arch.utils.options import OptionError, apply_force_yml, check_options, load_options
 from rlfn_arch.utils.runtime import finalize, logger_factory, project_root, reset_basicsr_logger
@@ -74,8 +74,9 @@ def main(argv=None):
         print(f'error: {e}', file=sys.stderr)
         return 2
     reset_basicsr_logger()
-    with mock.patch.object(bt, 'parse_options', lambda *a, **k: (opt, args)), \
-            mock.patch.object(bt, 'get_root_logger', logger_factory(bt.get_root_logger)):
+    # basicsr.test.test_pipeline(root) calls parse_options itself (unsafe YAML, exec'd --force_yml): hand it
+    # our checked options instead; and its console log goes to stdout
+    with swapped(bt, parse_options=lambda *a, **k: (opt, args), get_root_logger=logger_factory(bt.get_root_logger)):
         bt.test_pipeline(root)
     return 0
 

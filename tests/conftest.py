@@ -1,8 +1,10 @@
 import glob
 import os
 import re
+import signal
 import subprocess
 import sys
+import time
 
 import cv2
 import numpy as np
@@ -92,3 +94,30 @@ def logs(stage_dir):
 def iters_in_log(stage_dir):
     """The iteration numbers the logs of a stage folder report, sorted."""
     return sorted({int(m.replace(',', '')) for m in re.findall(r'iter:\s+([\d,]+)', logs(stage_dir))})
+
+
+def flatten(d, prefix=''):
+    """{'a.b.c': value} for a nested mapping (to compare option dicts key by key)."""
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.update(flatten(v, f'{prefix}{k}.'))
+        else:
+            out[f'{prefix}{k}'] = v
+    return out
+
+
+def start_training_and_kill_at(yml, target, settle=0.0, timeout=240):
+    """Start ``python -m rlfn_arch.train -opt yml``, SIGKILL it once ``target`` exists (after ``settle``
+    seconds). Returns True when it was killed there (False: it ended or timed out first)."""
+    env = dict(os.environ, PYTHONUNBUFFERED='1', OMP_NUM_THREADS='1')
+    p = subprocess.Popen([sys.executable, '-m', 'rlfn_arch.train', '-opt', str(yml)], cwd=REPO, env=env,
+                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + timeout
+    while not os.path.exists(target) and time.time() < deadline and p.poll() is None:
+        time.sleep(0.05)
+    reached = os.path.exists(target)
+    time.sleep(settle)
+    p.send_signal(signal.SIGKILL)
+    p.wait()
+    return reached

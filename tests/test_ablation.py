@@ -8,7 +8,7 @@ import sys
 
 import pytest
 import torch
-from conftest import REPO, make_pairs
+from conftest import REPO, flatten, make_pairs
 
 from rlfn_arch.losses.contrastive_loss import ContrastiveLoss
 from rlfn_arch.training import stage_options
@@ -34,18 +34,10 @@ def _stages(name):
     return stage_options(load_options(path), path)  # runs the strict option check on every stage
 
 
-def _flat(d, prefix=''):
-    out = {}
-    for k, v in d.items():
-        if isinstance(v, dict):
-            out.update(_flat(v, f'{prefix}{k}.'))
-        else:
-            out[f'{prefix}{k}'] = v
-    return out
 
 
 def _diff(a, b):
-    fa, fb = _flat(a), _flat(b)
+    fa, fb = flatten(a), flatten(b)
     return {k for k in fa.keys() | fb.keys() if fa.get(k) != fb.get(k)} - {'name'}
 
 

@@ -4,6 +4,7 @@ import os
 import sys
 
 import pytest
+from conftest import flatten
 
 from rlfn_arch.utils.options import check_options, load_options
 from rlfn_arch.utils.runtime import finalize
@@ -143,14 +144,6 @@ val:
 '''
 
 
-def _flat(d, prefix=''):
-    out = {}
-    for k, v in d.items():
-        if isinstance(v, dict):
-            out.update(_flat(v, f'{prefix}{k}.'))
-        else:
-            out[f'{prefix}{k}'] = v
-    return out
 
 
 @pytest.mark.parametrize('kind', ['train', 'test'])
@@ -164,7 +157,7 @@ def test_our_finalized_options_match_basicsr_parse_options(tmp_path, monkeypatch
     ours = load_options(str(path))
     check_options(ours, str(path), is_train=is_train)
     finalize(ours, root, is_train=is_train)
-    theirs, ours = _flat(theirs), _flat(ours)
+    theirs, ours = flatten(theirs), flatten(ours)
     missing = sorted(set(theirs) - set(ours))
     assert not missing, f'basicsr fills keys we do not: {missing}'
     for key, value in theirs.items():

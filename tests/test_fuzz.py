@@ -119,3 +119,36 @@ def test_infer_reader_and_writer_on_hostile_files(tmp_path_factory, upscaler, bl
     assert out.shape[:2] == (img.shape[0] * 2, img.shape[1] * 2) and out.dtype == img.dtype
     write_image(str(d / 'out.png'), out)
     assert sorted(os.listdir(d)) == sorted([path.name, 'out.png'])
+
+
+@FUZZ
+@given(name=st.text(max_size=40))
+def test_any_name_that_passes_the_check_stays_inside_the_experiments_folder(tmp_path_factory, name):
+    """Experiment/stage names become folder names: whatever a user (or attacker) writes, a name the check
+    accepts is a single folder strictly inside experiments/, and everything else is refused."""
+    from rlfn_arch.utils.fs import is_inside
+    from rlfn_arch.utils.options import name_problem
+    root = tmp_path_factory.mktemp('names') / 'experiments'
+    problem = name_problem(name)
+    if problem is None:
+        assert is_inside(root / name, root, follow=False) and os.sep not in name and name not in ('.', '..')
+        assert not name.startswith('.')
+    else:
+        assert repr(name) in problem or 'must be a string' in problem
+
+
+@FUZZ
+@given(stems=st.lists(st.text(alphabet=st.characters(blacklist_categories=['Cs'], blacklist_characters='/\x00'),
+                              min_size=1, max_size=10), min_size=1, max_size=6, unique=True))
+def test_lmdb_keys_survive_basicsr_key_derivation_or_are_refused(stems):
+    from rlfn_arch.data.builders import PrepareError, lmdb_keys
+    from rlfn_arch.data.checks import lmdb_key
+    names, notes = [s + '.png' for s in stems], []
+    try:
+        keys = lmdb_keys(names, 'folder', notes)
+    except PrepareError as e:  # two names collide: both named
+        assert 'would both be stored under the key' in str(e)
+        return
+    assert len(set(keys)) == len(keys) == len(names)
+    for k in keys:
+        assert k.isascii() and lmdb_key(f'{k}.png (4,4,3) 1') == k and ' ' not in k

@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 import torch
 import yaml
-from conftest import REPO, make_pairs, run_module, tiny_options
+from conftest import REPO, make_pairs, run_module, start_training_and_kill_at, tiny_options
 
 from rlfn_arch.utils.checkpoint import safe_load
 
@@ -527,16 +527,8 @@ def test_a_full_disk_during_a_save_exits_4_naming_the_file(tmp_path):
 # ----------------------------------------------------------------------------------- after a kill
 def test_resume_removes_stale_temporaries_and_stages_json_adds_every_segment(tmp_path):
     yml, exp = tiny_options(tmp_path, stage_iters=(2, 300, 1), save_freq=4)
-    env = dict(os.environ, PYTHONUNBUFFERED='1', OMP_NUM_THREADS='1')
-    p = subprocess.Popen([sys.executable, '-m', 'rlfn_arch.train', '-opt', str(yml)], cwd=REPO, env=env,
-                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     target = exp / 's2' / 'training_states' / '8.state'
-    deadline = time.time() + 240
-    while not target.exists() and time.time() < deadline and p.poll() is None:
-        time.sleep(0.05)
-    time.sleep(1.0)
-    p.send_signal(signal.SIGKILL)
-    p.wait()
+    assert start_training_and_kill_at(yml, target, settle=1.0)
     killed_after = os.path.getmtime(target) - os.path.getmtime(exp / 's1' / 'models' / 'net_g_latest.pth')
     stale = [exp / 's2' / 'models' / '.net_g_12.pth.abc123.tmp', exp / 's2' / 'training_states' / '.12.state.x9.tmp']
     for f in stale:

@@ -1,15 +1,11 @@
 import glob
 import json
 import os
-import signal
-import subprocess
-import sys
-import time
 
 import pytest
 import torch
 import yaml
-from conftest import REPO, iters_in_log, logs, run_module, tiny_options
+from conftest import iters_in_log, logs, run_module, start_training_and_kill_at, tiny_options
 
 from rlfn_arch.utils.checkpoint import safe_load
 
@@ -49,16 +45,7 @@ def test_three_stages_end_to_end(tmp_path):
 
 def test_sigkill_in_stage2_then_auto_resume_from_another_directory(tmp_path):
     yml, exp = tiny_options(tmp_path, stage_iters=(3, 400, 2), save_freq=3)
-    env = dict(os.environ, PYTHONUNBUFFERED='1', OMP_NUM_THREADS='1')
-    p = subprocess.Popen([sys.executable, '-m', 'rlfn_arch.train', '-opt', str(yml)], cwd=REPO, env=env,
-                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    target = exp / 's2' / 'training_states' / '9.state'
-    deadline = time.time() + 240
-    while not target.exists() and time.time() < deadline and p.poll() is None:
-        time.sleep(0.05)
-    assert target.exists(), 'stage 2 did not reach iteration 9'
-    p.send_signal(signal.SIGKILL)
-    p.wait()
+    assert start_training_and_kill_at(yml, exp / 's2' / 'training_states' / '9.state'), 'stage 2 did not reach 9'
     s1_final_before = (exp / 's1' / 'models' / 'net_g_latest.pth').read_bytes()
     records = json.loads((exp / 'stages.json').read_text())['stages']
     assert records['s1']['status'] == 'done' and records['s2']['status'] == 'running'

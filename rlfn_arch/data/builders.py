@@ -31,6 +31,7 @@ from tqdm import tqdm
 from rlfn_arch.data.checks import check_paired_folders, check_paired_lmdb, dataset_items, deep_check
 from rlfn_arch.data.image_io import ImageReadError, list_images, read_image, write_png
 from rlfn_arch.data.matlab_resize import bicubic_lr, modcrop
+from rlfn_arch.utils.fs import atomic_write
 
 from basicsr.utils import lmdb_util, sizeof_fmt
 
@@ -441,9 +442,9 @@ def build_sample_dataset(out_dir, workers=None, overwrite=False):
                    workers=workers)
     build_lmdb(os.path.join(work, 'HR_sub'), os.path.join(train, 'HR_sub.lmdb'), workers=workers)
     shutil.rmtree(work)
-    with open(os.path.join(out_dir, 'sample.json'), 'w') as f:
-        json.dump({'version': SAMPLE_VERSION, 'source': 'scikit-image data', 'train': SAMPLE_TRAIN,
-                   'val': SAMPLE_VAL, 'scales': list(SAMPLE_SCALES), 'subimages': SAMPLE_SUB}, f, indent=1)
+    info = {'version': SAMPLE_VERSION, 'source': 'scikit-image data', 'train': SAMPLE_TRAIN, 'val': SAMPLE_VAL,
+            'scales': list(SAMPLE_SCALES), 'subimages': SAMPLE_SUB}
+    atomic_write(os.path.join(out_dir, 'sample.json'), lambda f: json.dump(info, f, indent=1), binary=False)
     print(f'\nsample dataset ready in {out_dir} ({time.time() - t0:.1f} s)')
 
 

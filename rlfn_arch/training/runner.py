@@ -90,6 +90,47 @@ def train_stages(args, raw, stage_list, root):
 
 
 
+def _warm_start(opt, prev_final, stage_entry):
+    """Stage k > 1 starts from stage k-1's final weights (EMA when it kept one), unless the stage names
+    its own ``pretrain_network_g``."""
+    if prev_final and not (stage_entry or {}).get('path', {}).get('pretrain_network_g'):
+        ckpt = safe_load(prev_final)
+        opt['path']['pretrain_network_g'] = prev_final
+        opt['path']['param_key_g'] = 'params_ema' if 'params_ema' in ckpt else 'params'
+        opt['path']['strict_load_g'] = True
+
+
+def _resume_state(opt, records, label, stage_dir, rank, world):
+    """With --auto_resume: close the killed segment's time, remove interrupted writes, and find the newest
+    loadable training state (the same on every rank). Returns it or None."""
+    if rank == 0:
+        records.close_killed_segment(label, stage_dir)
+        for folder in (opt['path']['models'], opt['path']['training_states']):
+            for f in remove_stale_tmp(folder):
+                print(f'[{label}] removed {f} (a write interrupted by the kill)', flush=True)
+    resume_state, state_path = find_resume_state(stage_dir, torch.device('cuda' if opt['num_gpu'] else 'cpu'))
+    if resume_state is not None and rank == 0:
+        print(f'[{label}] resuming from {state_path} (iter {resume_state["iter"]})', flush=True)
+    if world > 1:  # every rank must continue from the same stage and iteration
+        its = [None] * world
+        dist.all_gather_object(its, None if resume_state is None else resume_state['iter'])
+        if len(set(its)) != 1:
+            raise RuntimeError(f'[{label}] ranks found different resume states: {its}')
+    return resume_state
+
+
+def _finish(records, names, stage_list, exp_root, prev_final):
+    """Rank 0: the last stage's model as net_g_final.pth, bicubic on the validation set, the summary."""
+    final_path = osp.join(exp_root, 'net_g_final.pth')
+    atomic_save(safe_load(prev_final), final_path)
+    records.update(names[-1], final_model=final_path)
+    baseline = bicubic_baseline(stage_list[-1][1])
+    records.data['bicubic'] = baseline
+    records.update(names[-1])
+    print_summary(records, names, baseline, stage_list[-1][1]['scale'])
+    print(f'final model: {final_path}', flush=True)
+
+
 def _train_locked(args, raw, stage_list, root, rank, world, experiments, exp_root):
     name = raw['name']
     if rank == 0 and not args.auto_resume and osp.lexists(exp_root):
@@ -100,6 +141,7 @@ def _train_locked(args, raw, stage_list, root, rank, world, experiments, exp_roo
     barrier()
     records = StageRecords(osp.join(exp_root, STAGES_JSON), rank)
     names = [st or 'train' for st, _ in stage_list]
+    entries = raw.get('stages') or [None]
     prev_final = None
     for k, ((stage, opt), label) in enumerate(zip(stage_list, names)):
         stage_dir = osp.join(exp_root, stage) if stage else exp_root
@@ -115,28 +157,9 @@ def _train_locked(args, raw, stage_list, root, rank, world, experiments, exp_roo
             print(f'[{label}] already finished ({rec["final"]}); skipped', flush=True)
             prev_final = rec['final']
             continue
-        if prev_final and not raw.get('stages', [{}])[k].get('path', {}).get('pretrain_network_g'):
-            ckpt = safe_load(prev_final)
-            opt['path']['pretrain_network_g'] = prev_final
-            opt['path']['param_key_g'] = 'params_ema' if 'params_ema' in ckpt else 'params'
-            opt['path']['strict_load_g'] = True
+        _warm_start(opt, prev_final, entries[k])
         set_random_seed(opt['manual_seed'] + rank)
-        device = torch.device('cuda' if opt['num_gpu'] else 'cpu')
-        resume_state = None
-        if args.auto_resume:
-            if rank == 0:
-                records.close_killed_segment(label, stage_dir)
-                for folder in (opt['path']['models'], opt['path']['training_states']):
-                    for f in remove_stale_tmp(folder):
-                        print(f'[{label}] removed {f} (a write interrupted by the kill)', flush=True)
-            resume_state, state_path = find_resume_state(stage_dir, device)
-            if resume_state is not None and rank == 0:
-                print(f'[{label}] resuming from {state_path} (iter {resume_state["iter"]})', flush=True)
-            if world > 1:  # every rank must continue from the same stage and iteration
-                its = [None] * world
-                dist.all_gather_object(its, None if resume_state is None else resume_state['iter'])
-                if len(set(its)) != 1:
-                    raise RuntimeError(f'[{label}] ranks found different resume states: {its}')
+        resume_state = _resume_state(opt, records, label, stage_dir, rank, world) if args.auto_resume else None
         if resume_state is None and rank == 0 and osp.isdir(stage_dir):
             _clean_unfinished_stage(stage_dir, exp_root)
         barrier()
@@ -154,13 +177,6 @@ def _train_locked(args, raw, stage_list, root, rank, world, experiments, exp_roo
                        segment_start=None, metrics=_metrics(model))
         prev_final = final
     if rank == 0:
-        final_path = osp.join(exp_root, 'net_g_final.pth')
-        atomic_save(safe_load(prev_final), final_path)
-        records.update(names[-1], final_model=final_path)
-        baseline = bicubic_baseline(stage_list[-1][1])
-        records.data['bicubic'] = baseline
-        records.update(names[-1])
-        print_summary(records, names, baseline, stage_list[-1][1]['scale'])
-        print(f'final model: {final_path}', flush=True)
+        _finish(records, names, stage_list, exp_root, prev_final)
     barrier()
     return 0

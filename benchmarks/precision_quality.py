@@ -29,9 +29,12 @@ def run(*args):
 def main():
     p = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
     p.add_argument('--precisions', nargs='+', default=['fp32', 'bf16'])
+    p.add_argument('--models', nargs='+', default=[n for _, n in MODELS], choices=[n for _, n in MODELS])
     args = p.parse_args()
     rows = []
     for official, name in MODELS:
+        if name not in args.models:
+            continue
         weights = os.path.join(REPO, 'weights', f'{name}.pth')
         if not os.path.isfile(weights):
             run('rlfn_arch.convert', '--input', os.path.join(SHARED, 'weights', f'{official}.pth'), '--output', weights)

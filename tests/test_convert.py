@@ -80,3 +80,12 @@ def test_every_preset_scale_and_channel_count_round_trips(tmp_path, preset):
             x = torch.rand(1, channels, 17, 19)
             with torch.no_grad():
                 assert torch.equal(loaded.eval()(x), net(x))
+
+
+def test_convert_creates_the_output_folder(tmp_path):
+    """The README converts into weights/, which a fresh clone does not have."""
+    from rlfn_arch.archs import RLFN
+    torch.save(RLFN(upscale=2, feature_channels=8, mid_channels=8, num_blocks=1).state_dict(), tmp_path / 'in.pth')
+    out = tmp_path / 'weights' / 'sub' / 'out.pth'
+    run_module('rlfn_arch.convert', '--input', tmp_path / 'in.pth', '--output', out)
+    assert set(torch.load(out, weights_only=True)) == {'params'}

@@ -6,6 +6,7 @@ and shaped lives here, so a new variant changes one folder. ``python -m rlfn_arc
 command-line front of :func:`convert`.
 """
 import math
+import os
 import re
 from collections import OrderedDict
 
@@ -124,6 +125,7 @@ def convert(input_path, output_path=None, input_range=255.0):
     if input_range != 1:
         sd = fold_range(sd, input_range)
     if output_path:
+        os.makedirs(os.path.dirname(os.path.abspath(output_path)), exist_ok=True)  # e.g. weights/ on a fresh clone
         atomic_save({'params': sd}, output_path)
     return sd, cfg
 

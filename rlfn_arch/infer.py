@@ -80,7 +80,7 @@ def run(args):
         if args.fast or precision != 'fp32':  # channels_last + autocast; never compiled per image
             net = optimize_for_inference(net, precision=precision)
     budget = None if args.max_memory is None else int(args.max_memory * 2**30)
-    up = Upscaler(net, cfg['upscale'], device, args.tile, args.tile_pad, args.half, max_memory=budget)
+    up = Upscaler(net, cfg['upscale'], device, args.tile, args.tile_pad, max_memory=budget)  # precision: above
     t0, failures, done = time.time(), [], 0
     for path, out in tqdm(list(zip(files, outs)), unit='img', disable=len(files) < 2 or not sys.stderr.isatty()):
         out_ext = os.path.splitext(out)[1]

@@ -7,10 +7,11 @@ AECR-Net / CSD ratio form with L1 distances::
 
     L = loss_weight * sum_j w_j * L1(phi_j(sr), phi_j(hr)) / (L1(phi_j(sr), phi_j(neg)) + eps)
 
-Not published, so ours (all options): the extractor width (``num_features``: 3, as many as the image
-has; keeps the loss under 15% of a CPU training iteration, where 4 measured 13-22%), which outputs are
-used (``layers``: the final conv), their weights (1.0), ``eps`` (1e-6), the seed (0) and the weight
-relative to L1 (``loss_weight``; the recipes use 0.001: in our CPU runs 0.01 and 0.1 cost 0.17 and 1.0 dB).
+Not published, so ours (all options), each checked by the ablation (README "Does the recipe help?",
+``benchmarks/ablation.py``): the extractor width (``num_features``: 3; 16 and 64 were no better), the
+activation (``tanh``; ReLU was worse, as the paper reports), the depth (2; five convs were worse), which
+outputs are used (``layers``: the last conv), their weights (1.0), ``eps`` (1e-6), the seed (0) and the
+weight relative to L1 (``loss_weight``; the recipes use 0.001: 0.01 and 0.1 were worse).
 """
 import math
 import os

@@ -13,7 +13,9 @@ embedded sample dataset when ../shared is absent; images smaller than a 128-pixe
 Runs already finished are kept (rerun the command to continue after a stop). Every final model is
 evaluated in fp32 on each validation set; the table gives, per arm and set, the mean and standard
 deviation over seeds and the difference to arm A with its standard error
-(sqrt(sd_A^2 / n_A + sd_X^2 / n_X)). Writes results/ablation.json and results/ablation.md.
+(sqrt(sd_A^2 / n_A + sd_X^2 / n_X)); a second table pairs every arm that shares C's first two stages (B,
+D-G) with C at the same seed, so seed-to-seed spread cancels. Writes results/ablation.json and
+results/ablation.md.
 """
 import argparse
 import glob
@@ -147,32 +149,42 @@ def evaluate(model_path, sets, device):
 
 # ------------------------------------------------------------------------------------------ table
 def collect(experiments_dir):
-    """{arm file name: [per-seed {set: psnr}]} from every ``ablation_<arm>_s<seed>/stages.json`` with an
+    """{arm file name: {seed: {set: psnr}}} from every ``ablation_<arm>_s<seed>/stages.json`` with an
     ``eval`` entry."""
     runs = {}
     for path in sorted(glob.glob(os.path.join(experiments_dir, 'ablation_*_s*', 'stages.json'))):
         m = re.fullmatch(r'ablation_(.+)_s(\d+)', os.path.basename(os.path.dirname(path)))  # not *_archived_*
         data = json.load(open(path))
         if m and 'eval' in data:
-            runs.setdefault(m.group(1), []).append(data['eval'])
+            runs.setdefault(m.group(1), {})[int(m.group(2))] = data['eval']
     return runs
 
 
-def summarize(runs, reference='A_l1_single'):
-    """Rows per (arm, set): n, mean, sd (sample, n-1; 0 for one seed), diff to the reference arm's mean and
-    its standard error."""
+def _sd(vals):
+    return statistics.stdev(vals) if len(vals) > 1 else 0.0
+
+
+def summarize(runs, reference='A_l1_single', paired='C_warm_contrastive'):
+    """Rows per (arm, set): n, mean, sd (sample, n-1; 0 for one seed), the difference to the reference
+    arm's mean and its standard error, and for every arm but those two the paired difference to arm
+    ``paired`` over the seeds both ran (B and D-G share C's first two stages at the same seed, bit for
+    bit on CPU, so this isolates what the third stage changes): its mean, sd and number of pairs."""
     rows = []
-    ref = runs.get(reference, [])
-    for arm, evals in runs.items():
-        for name in evals[0]:
-            vals = [e[name] for e in evals if name in e]
-            mean, sd = statistics.fmean(vals), statistics.stdev(vals) if len(vals) > 1 else 0.0
+    ref = runs.get(reference, {})
+    for arm, by_seed in runs.items():
+        for name in next(iter(by_seed.values())):
+            vals = [e[name] for e in by_seed.values() if name in e]
+            mean, sd = statistics.fmean(vals), _sd(vals)
             row = {'arm': arm, 'set': name, 'n': len(vals), 'mean': mean, 'sd': sd}
-            rvals = [e[name] for e in ref if name in e]
+            rvals = [e[name] for e in ref.values() if name in e]
             if rvals and arm != reference:
-                rsd = statistics.stdev(rvals) if len(rvals) > 1 else 0.0
                 row['diff'] = mean - statistics.fmean(rvals)
-                row['diff_se'] = math.sqrt(sd ** 2 / len(vals) + rsd ** 2 / len(rvals))
+                row['diff_se'] = math.sqrt(sd ** 2 / len(vals) + _sd(rvals) ** 2 / len(rvals))
+            pairs = [e[name] - runs[paired][s][name] for s, e in by_seed.items()
+                     if arm not in (reference, paired) and s in runs.get(paired, {}) and name in e
+                     and name in runs[paired][s]]
+            if pairs:
+                row.update(paired_diff=statistics.fmean(pairs), paired_sd=_sd(pairs), paired_n=len(pairs))
             rows.append(row)
     return rows
 
@@ -194,6 +206,14 @@ def markdown(rows):
             cells.append(f'{r["diff"]:+.3f} ± {r["diff_se"]:.3f}' if 'diff' in r else '(reference)')
         n = by[(arm, sets[0])]['n'] if (arm, sets[0]) in by else 0
         lines.append(f'| {arm} | {n} | ' + ' | '.join(cells) + ' |')
+    paired = [arm for arm in arms if any('paired_diff' in by.get((arm, s), {}) for s in sets)]
+    if paired:
+        lines += ['', 'Paired with C at the same seed (same first two stages), mean ± sd of the differences:', '',
+                  '| arm | pairs | ' + ' | '.join(f'{s} vs C' for s in sets) + ' |', '|' + '---|' * (2 + len(sets))]
+        for arm in paired:
+            rs = [by.get((arm, s), {}) for s in sets]
+            cells = [f'{r["paired_diff"]:+.3f} ± {r["paired_sd"]:.3f}' if 'paired_diff' in r else '-' for r in rs]
+            lines.append(f'| {arm} | {max(r.get("paired_n", 0) for r in rs)} | ' + ' | '.join(cells) + ' |')
     return '\n'.join(lines)
 
 

@@ -91,7 +91,8 @@ def test_a_three_iteration_smoke_run_of_each_arm(tmp_path, capsys):
 
 def test_table_builder_computes_mean_sd_and_difference_from_fake_records(tmp_path):
     fake = {('A_l1_single', 0): 30.0, ('A_l1_single', 1): 30.2, ('A_l1_single', 2): 30.4,
-            ('C_warm_contrastive', 0): 30.5, ('C_warm_contrastive', 1): 30.1, ('C_warm_contrastive', 2): 30.3}
+            ('C_warm_contrastive', 0): 30.5, ('C_warm_contrastive', 1): 30.1, ('C_warm_contrastive', 2): 30.3,
+            ('E_relu', 0): 30.4, ('E_relu', 2): 30.3}  # seed 1 missing: pairs only where both ran
     for (arm, seed), psnr in fake.items():
         d = tmp_path / f'ablation_{arm}_s{seed}'
         d.mkdir()
@@ -100,13 +101,18 @@ def test_table_builder_computes_mean_sd_and_difference_from_fake_records(tmp_pat
     archived.mkdir()
     (archived / 'stages.json').write_text(json.dumps({'eval': {'Set5': 99.0, 'Set14': 99.0}}))  # never counted
     rows = {(r['arm'], r['set']): r for r in ablation.summarize(ablation.collect(str(tmp_path)))}
-    a, c = rows[('A_l1_single', 'Set5')], rows[('C_warm_contrastive', 'Set5')]
+    a, c, e = rows[('A_l1_single', 'Set5')], rows[('C_warm_contrastive', 'Set5')], rows[('E_relu', 'Set5')]
     assert a['n'] == 3 and a['mean'] == pytest.approx(30.2) and a['sd'] == pytest.approx(0.2)
     assert c['mean'] == pytest.approx(30.3) and c['sd'] == pytest.approx(0.2)
     assert c['diff'] == pytest.approx(0.1) and c['diff_se'] == pytest.approx(math.sqrt(0.04 / 3 + 0.04 / 3))
     assert 'diff' not in a and rows[('C_warm_contrastive', 'Set14')]['mean'] == pytest.approx(28.3)
+    # E - C per seed: 30.4 - 30.5 = -0.1 (seed 0), 30.3 - 30.3 = 0 (seed 2)
+    assert e['paired_n'] == 2 and e['paired_diff'] == pytest.approx(-0.05)
+    assert e['paired_sd'] == pytest.approx(statistics.stdev([-0.1, 0.0]))
+    assert 'paired_diff' not in a and 'paired_diff' not in c
     table = ablation.markdown(list(rows.values()))
     assert '+0.100 ± 0.163' in table and '(reference)' in table and '99.0' not in table
+    assert '| E_relu | 2 | -0.050 ± 0.071 | -0.050 ± 0.071 |' in table
     assert statistics.stdev([30.0, 30.2, 30.4]) == pytest.approx(0.2)
 
 

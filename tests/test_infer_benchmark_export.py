@@ -32,19 +32,28 @@ def _img(h, w, c, dtype=np.uint8, seed=0):
     return np.clip(img, 0, maxv).astype(dtype)
 
 
-@pytest.mark.parametrize('name,img', [
-    ('rgb.png', _img(20, 24, 3)), ('gray.png', _img(18, 21, 1)), ('rgba.png', _img(16, 16, 4)),
-    ('deep.png', _img(17, 19, 3, np.uint16)), ('tiny.png', _img(5, 7, 3)), ('thin.png', _img(1, 40, 3)),
-    ('photo.jpg', _img(20, 20, 3))])
-def test_infer_each_image_kind(tiny_ckpt, tmp_path, name, img):
-    ckpt, _ = tiny_ckpt
-    src = tmp_path / 'in' / name
-    src.parent.mkdir()
-    cv2.imwrite(str(src), img)
-    run_module('rlfn_arch.infer', '-i', src.parent, '-o', tmp_path / 'out', '--model_path', ckpt, '--suffix', 'x2')
+KINDS = {'rgb.png': _img(20, 24, 3), 'gray.png': _img(18, 21, 1), 'rgba.png': _img(16, 16, 4),
+         'deep.png': _img(17, 19, 3, np.uint16), 'tiny.png': _img(5, 7, 3), 'thin.png': _img(1, 40, 3),
+         'photo.jpg': _img(20, 20, 3)}
+
+
+@pytest.fixture(scope='module')
+def infer_every_kind(tiny_ckpt, tmp_path_factory):
+    """One ``infer`` run over a folder holding one image of each kind; returns (input dir, output dir)."""
+    root = tmp_path_factory.mktemp('kinds')
+    (root / 'in').mkdir()
+    for name, img in KINDS.items():
+        cv2.imwrite(str(root / 'in' / name), img)
+    run_module('rlfn_arch.infer', '-i', root / 'in', '-o', root / 'out', '--model_path', tiny_ckpt[0], '--suffix', 'x2')
+    return root / 'in', root / 'out'
+
+
+@pytest.mark.parametrize('name', list(KINDS))
+def test_infer_each_image_kind(infer_every_kind, name):
+    src_dir, out_dir = infer_every_kind
     stem, ext = os.path.splitext(name)
-    out = cv2.imread(str(tmp_path / 'out' / f'{stem}_x2{ext}'), cv2.IMREAD_UNCHANGED)
-    src_img = cv2.imread(str(src), cv2.IMREAD_UNCHANGED)
+    out = cv2.imread(str(out_dir / f'{stem}_x2{ext}'), cv2.IMREAD_UNCHANGED)
+    src_img = cv2.imread(str(src_dir / name), cv2.IMREAD_UNCHANGED)
     assert out.shape[:2] == (src_img.shape[0] * 2, src_img.shape[1] * 2)
     assert out.ndim == src_img.ndim and out.dtype == src_img.dtype
     if src_img.ndim == 3:
@@ -58,12 +67,15 @@ def test_infer_matches_the_network(tiny_ckpt, tmp_path):
     ckpt, net = tiny_ckpt
     img = _img(20, 22, 3)
     cv2.imwrite(str(tmp_path / 'a.png'), img)
-    run_module('rlfn_arch.infer', '-i', tmp_path / 'a.png', '-o', tmp_path / 'b.png', '--model_path', ckpt, '--tile', 0)
     with torch.no_grad():
         x = torch.from_numpy(img[:, :, ::-1].astype(np.float32) / 255).permute(2, 0, 1)[None]
         y = net(x).clamp(0, 1)[0].permute(1, 2, 0).numpy()[:, :, ::-1]
     expected = np.floor(y * 255 + 0.5).astype(np.uint8)
-    assert np.abs(cv2.imread(str(tmp_path / 'b.png')).astype(int) - expected).max() <= 1
+    for layout in ('auto', 'false'):  # default channels_last, and plain NCHW
+        out = tmp_path / f'b_{layout}.png'
+        run_module('rlfn_arch.infer', '-i', tmp_path / 'a.png', '-o', out, '--model_path', ckpt, '--tile', 0,
+                   '--channels_last', layout)
+        assert np.abs(cv2.imread(str(out)).astype(int) - expected).max() <= 1, layout
 
 
 def test_tiled_and_untiled_agree_within_a_stated_bound():

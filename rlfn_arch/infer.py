@@ -77,12 +77,11 @@ def run(args):
         precision = resolve_precision('fp16' if args.half else args.precision, device)
         if precision == 'fp16' and device.type != 'cuda':
             raise ValueError('--precision fp16 (--half) needs a CUDA device: fp16 convolutions are emulated on CPU')
-        layout = True if args.fast else resolve_channels_last({'true': True, 'false': False}.get(
-            args.channels_last, args.channels_last), device)
+        layout = args.fast or resolve_channels_last(args.channels_last, device)
         if layout or precision != 'fp32':  # channels_last and/or autocast; never compiled per image
             net = optimize_for_inference(net, precision=precision, channels_last=layout)
     budget = None if args.max_memory is None else int(args.max_memory * 2**30)
-    up = Upscaler(net, cfg['upscale'], device, args.tile, args.tile_pad, max_memory=budget)  # precision: above
+    up = Upscaler(net, cfg['upscale'], device, args.tile, args.tile_pad, max_memory=budget)
     t0, failures, done = time.time(), [], 0
     for path, out in tqdm(list(zip(files, outs)), unit='img', disable=len(files) < 2 or not sys.stderr.isatty()):
         out_ext = os.path.splitext(out)[1]

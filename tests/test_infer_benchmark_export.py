@@ -9,7 +9,7 @@ from conftest import run_module, tiny_options
 
 from rlfn_arch.archs import PRESETS, RLFN
 from rlfn_arch.deploy.efficiency import count_ntire
-from rlfn_arch.deploy.upscaler import Upscaler, tiled_forward
+from rlfn_arch.deploy.upscaler import tiled_forward
 
 
 @pytest.fixture(scope='module')
@@ -109,10 +109,13 @@ def test_a_corrupt_file_among_good_ones(tiny_ckpt, tmp_path):
     assert sorted(os.listdir(out)) == ['good0.png', 'good1.png']
 
 
-def test_half_on_cpu_is_a_clear_error(tiny_ckpt):
-    _, net = tiny_ckpt
-    with pytest.raises(ValueError, match='--half needs a CUDA device'):
-        Upscaler(net, 2, torch.device('cpu'), half=True)
+def test_half_on_cpu_is_a_clear_error(tiny_ckpt, tmp_path, capsys):
+    from rlfn_arch import infer
+    cv2.imwrite(str(tmp_path / 'a.png'), _img(20, 20, 3))
+    rc = infer.main(['-i', str(tmp_path / 'a.png'), '-o', str(tmp_path / 'out'), '--model_path', str(tiny_ckpt[0]),
+                     '--device', 'cpu', '--half'])
+    assert rc == 2 and '(--half) needs a CUDA device' in capsys.readouterr().err
+    assert not (tmp_path / 'out').exists()
 
 
 @pytest.mark.parametrize('preset,flops_g,acts_m,convs,params', [

@@ -99,15 +99,10 @@ class Upscaler:
     :meth:`projected_bytes` is that peak, checked against ``max_memory`` before anything is decoded.
     """
 
-    def __init__(self, net, scale, device, tile=DEFAULT_TILE, tile_pad=DEFAULT_TILE_PAD, half=False,
-                 max_memory=None):
+    def __init__(self, net, scale, device, tile=DEFAULT_TILE, tile_pad=DEFAULT_TILE_PAD, max_memory=None):
         self.net, self.scale, self.device = net, scale, device
-        self.tile, self.tile_pad, self.half = tile, tile_pad, half
+        self.tile, self.tile_pad = tile, tile_pad
         self.max_memory = default_memory_budget() if max_memory is None else max_memory
-        if half:
-            if device.type != 'cuda':
-                raise ValueError('--half needs a CUDA device (fp16 convolutions are slow or missing on CPU)')
-            self.net = self.net.half()
 
     def projected_bytes(self, width, height, channels=4, itemsize=2):
         """Peak memory of upscaling a ``width`` x ``height`` image (upper bound for 8/16-bit, <= 4 channels):
@@ -131,8 +126,6 @@ class Upscaler:
     def _rgb_rows(self, img01):
         """(H, W, 3) float32 RGB in [0,1] -> yields (r0, r1, (r1-r0, sW, 3) float32 in [0,1])."""
         x = torch.from_numpy(np.ascontiguousarray(img01.transpose(2, 0, 1)))[None].to(self.device)
-        if self.half:
-            x = x.half()
         for r0, r1, strip in tiled_rows(self.net, x, self.scale, self.tile, self.tile_pad):
             if not bool(torch.isfinite(strip).all()):
                 raise NonFiniteOutputError(f'the network produced non-finite values (NaN/Inf) in output rows '

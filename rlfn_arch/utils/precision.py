@@ -80,12 +80,15 @@ def resolve_precision(requested, device):
 
 
 def resolve_channels_last(requested, device):
-    """``auto | true | false`` -> bool. ``auto`` is on: channels_last was faster for RLFN on every device
-    measured (CPU fp32 and bf16; see benchmarks/train_throughput.py)."""
+    """``auto | true | false`` (bools from YAML, strings from the command line) -> bool. ``auto`` is on:
+    channels_last was faster for RLFN on every device measured (CPU fp32 and bf16; see
+    benchmarks/train_throughput.py and benchmarks/infer_folder.py)."""
     if requested in (None, 'auto'):
         return torch.device(device).type in ('cpu', 'cuda')
     if isinstance(requested, bool):
         return requested
+    if requested in ('true', 'false'):
+        return requested == 'true'
     raise ValueError(f'channels_last {requested!r}: expected auto, true or false')
 
 

@@ -8,6 +8,7 @@ difference exceeds ``--atol`` (1e-4, in [0, 1]). ``--fp16`` also writes an fp16 
 import argparse
 import os
 import sys
+import tempfile
 
 import rlfn_arch  # noqa: F401
 from rlfn_arch.archs.rlfn_weights import load_model
@@ -33,19 +34,30 @@ def main(argv=None):
     except (ValueError, OSError) as e:
         print(f'error: {e}', file=sys.stderr)
         return 2
+    # exported and checked beside --output; only a model that passed its check is renamed into place
+    folder = os.path.dirname(os.path.abspath(args.output))
     try:
-        export_onnx(net, args.output, args.opset)
+        os.makedirs(folder, exist_ok=True)
+        fd, candidate = tempfile.mkstemp(prefix='.' + os.path.basename(args.output) + '.', suffix='.tmp', dir=folder)
+        os.close(fd)
+        export_onnx(net, candidate, args.opset)
     except OSError as e:
         print(f'error: {e}', file=sys.stderr)
         return 4
-    print(f'exported {args.output} (opset {args.opset}, dynamic batch/height/width, RLFN {cfg})')
-    worst = 0.0
-    for h, w, d in check_onnx(net, args.output):
-        print(f'  onnxruntime vs PyTorch at {h}x{w}: max abs diff {d:.2e}')
-        worst = max(worst, d)
-    if not worst <= args.atol:  # also true for NaN
-        print(f'error: max abs diff {worst:.2e} exceeds --atol {args.atol:g}', file=sys.stderr)
-        return 1
+    try:
+        print(f'exported {args.output} (opset {args.opset}, dynamic batch/height/width, RLFN {cfg})')
+        worst = 0.0
+        for h, w, d in check_onnx(net, candidate):
+            print(f'  onnxruntime vs PyTorch at {h}x{w}: max abs diff {d:.2e}')
+            worst = max(worst, d)
+        if not worst <= args.atol:  # also true for NaN
+            print(f'error: max abs diff {worst:.2e} exceeds --atol {args.atol:g}; {args.output} was not written',
+                  file=sys.stderr)
+            return 1
+        os.replace(candidate, args.output)
+    finally:
+        if os.path.exists(candidate):
+            os.unlink(candidate)
     print(f'check passed: max abs diff {worst:.2e} <= {args.atol:g}')
     if args.fp16:
         out16 = os.path.splitext(args.output)[0] + '_fp16.onnx'

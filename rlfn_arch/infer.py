@@ -1,6 +1,8 @@
 """Upscale images: ``python -m rlfn_arch.infer -i INPUT -o OUTPUT --model_path FILE``.
 
-INPUT is an image or a folder. The network settings come from the checkpoint's tensors (or ``--opt``).
+INPUT is an image or a folder (an output folder inside it is skipped). The network settings come from
+the checkpoint's tensors (or ``--opt``). An EXIF orientation tag is applied when reading, as image viewers
+do, so the output (written without EXIF) shows the picture the way the input was seen.
 Greyscale stays greyscale, 16-bit stays 16-bit, RGBA keeps its alpha (upscaled separately, bicubic),
 images below RLFN's 15x15 minimum are padded. Large images are processed in overlapping tiles blended
 with linear ramps (``--tile``, ``--tile_pad``), which bounds memory. An unreadable image is reported and
@@ -26,10 +28,14 @@ from rlfn_arch.utils.precision import PRECISIONS, describe, resolve_channels_las
 from rlfn_arch.utils.runtime import pick_device
 
 
-def _inputs(path):
-    if os.path.isdir(path):
-        return [os.path.join(path, n) for n in sorted(os.listdir(path)) if not n.startswith('.')]
-    return [path]
+def _inputs(path, output=None):
+    """The input files: ``path`` itself, or the entries of the folder ``path`` (hidden ones and the output
+    folder, when it lies inside the input, left out)."""
+    if not os.path.isdir(path):
+        return [path]
+    out = os.path.realpath(output) if output else None
+    return [os.path.join(path, n) for n in sorted(os.listdir(path))
+            if not n.startswith('.') and os.path.realpath(os.path.join(path, n)) != out]
 
 
 def plan_outputs(files, args):
@@ -64,7 +70,7 @@ def plan_outputs(files, args):
 
 def run(args):
 
-    files = _inputs(args.input)
+    files = _inputs(args.input, args.output)
     outs = plan_outputs(files, args)  # refuse in-place writes before loading anything
     device = pick_device(args.device)
     if args.onnx:

@@ -27,6 +27,7 @@ from rlfn_arch.data.builders import (
     make_bicubic_lr,
     make_subimages,
 )
+from rlfn_arch.utils.fs import WriteError
 from rlfn_arch.utils.runtime import project_root
 
 
@@ -42,6 +43,7 @@ def build_parser():
     b.add_argument('--output', default=None,
                    help='output folder (default: <hr>/../LR_bicubic); writes X{s}/<name>x{s}.png')
     b.add_argument('--scales', type=int, nargs='+', default=[2, 3, 4], choices=[2, 3, 4, 8])
+    b.add_argument('--overwrite', action='store_true', help='replace existing LR files of the same names')
     b.add_argument('--workers', **w)
 
     s = sub.add_parser('subimages', help='crop into overlapping sub-images')
@@ -53,6 +55,7 @@ def build_parser():
     s.add_argument('--lr', default=None, help='matching LR folder (<name>x{s}.* or <name>.*), cropped at crop/scale')
     s.add_argument('--lr_output', default=None, help='LR sub-image folder (same names as the HR sub-images)')
     s.add_argument('--scale', type=int, default=None, choices=[2, 3, 4])
+    s.add_argument('--overwrite', action='store_true', help='replace existing sub-images of the same names')
     s.add_argument('--workers', **w)
 
     m = sub.add_parser('lmdb', help='image folder -> LMDB (basicsr layout, meta_info.txt)')
@@ -90,14 +93,15 @@ def build_parser():
 
 def main(argv=None):
     """Exit codes: 0 done; 1 some inputs failed (listed; the rest was written) or ``check`` found
-    problems; 2 bad arguments or paths (nothing written)."""
+    problems; 2 bad arguments or paths, or outputs that would replace files (nothing written); 4 a write
+    failed (disk full, read-only), no partial output left."""
     args = build_parser().parse_args(argv)
     try:
         if args.cmd == 'bicubic':
-            summaries = [make_bicubic_lr(args.hr, args.output, args.scales, args.workers)]
+            summaries = [make_bicubic_lr(args.hr, args.output, args.scales, args.workers, args.overwrite)]
         elif args.cmd == 'subimages':
             summaries = [make_subimages(args.input, args.output, args.crop, args.step, args.thresh, args.lr,
-                                       args.lr_output, args.scale, args.workers)]
+                                       args.lr_output, args.scale, args.workers, args.overwrite)]
         elif args.cmd == 'lmdb':
             summaries = [build_lmdb(args.input, args.output, args.overwrite, args.compress_level, args.workers)]
         elif args.cmd == 'df2k':
@@ -109,6 +113,9 @@ def main(argv=None):
             summaries = []
         elif args.cmd == 'check':
             return 1 if check_pair(args.hr, args.lr, args.scale, args.filename_tmpl, args.deep, args.workers) else 0
+    except WriteError as e:  # a full disk or a read-only folder while writing: no partial output is left
+        print(f'error: {e}', file=sys.stderr)
+        return 4
     except (PrepareError, OSError) as e:  # bad paths: an output that is a file, a missing folder, ...
         print(f'error: {e}', file=sys.stderr)
         return 2

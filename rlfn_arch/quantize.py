@@ -15,16 +15,27 @@ from rlfn_arch.deploy.quantize import calibration_patches, quantize
 
 
 def main(argv=None):
+    """Exit codes: 0 written; 2 unusable weights or calibration images (nothing written); 4 the output
+    could not be written (nothing partial left)."""
     p = argparse.ArgumentParser(prog='python -m rlfn_arch.quantize', description=__doc__.split('\n\n')[0])
     p.add_argument('--model_path', required=True)
     p.add_argument('--output', required=True, help='int8 .onnx to write')
     p.add_argument('--calib', default=None, help='folder of LR images (default: the sample dataset, x4)')
     p.add_argument('--num_patches', type=int, default=32)
     args = p.parse_args(argv)
-    net, cfg = load_model(args.model_path)
-    with tempfile.TemporaryDirectory() as tmp:
-        fp32 = export_onnx(net, os.path.join(tmp, 'fp32.onnx'))
-        quantize(fp32, args.output, calibration_patches(args.calib, args.num_patches))
+    try:
+        net, cfg = load_model(args.model_path)
+        patches = calibration_patches(args.calib, args.num_patches)
+    except (ValueError, OSError) as e:  # unreadable or non-finite weights, a bad calibration folder
+        print(f'error: {e}', file=sys.stderr)
+        return 2
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            fp32 = export_onnx(net, os.path.join(tmp, 'fp32.onnx'))
+            quantize(fp32, args.output, patches)
+    except OSError as e:  # the int8 file is written atomically: nothing partial is left at --output
+        print(f'error: {e}', file=sys.stderr)
+        return 4
     print(f'wrote {args.output} (int8 QDQ, calibrated on {args.num_patches} patches)')
     return 0
 

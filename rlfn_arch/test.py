@@ -8,12 +8,10 @@ import os
 import sys
 
 import rlfn_arch  # noqa: F401  registers RLFN & co. and installs the compatibility shim
-from rlfn_arch.training.basicsr_adapter import swapped
+from rlfn_arch.basicsr_seam import run_test
 from rlfn_arch.utils.checkpoint import check_pretrain
 from rlfn_arch.utils.options import OptionError, apply_force_yml, check_options, load_options
-from rlfn_arch.utils.runtime import finalize, logger_factory, project_root, reset_basicsr_logger
-
-import basicsr.test as bt
+from rlfn_arch.utils.runtime import finalize, project_root
 
 
 def parse_args(argv=None):
@@ -73,11 +71,7 @@ def main(argv=None):
     except (OptionError, ValueError) as e:
         print(f'error: {e}', file=sys.stderr)
         return 2
-    reset_basicsr_logger()
-    # basicsr.test.test_pipeline(root) calls parse_options itself (unsafe YAML, exec'd --force_yml): hand it
-    # our checked options instead; and its console log goes to stdout
-    with swapped(bt, parse_options=lambda *a, **k: (opt, args), get_root_logger=logger_factory(bt.get_root_logger)):
-        bt.test_pipeline(root)
+    run_test(opt, args, root)
     return 0
 
 

@@ -13,6 +13,7 @@ Every builder uses all CPU cores by default (``workers``), shows a progress bar 
 :class:`Summary` (``failed`` inputs are listed; the rest is written) and raises :class:`PrepareError` for
 input it cannot use at all. Nothing here exits the process.
 """
+import errno
 import json
 import math
 import multiprocessing
@@ -24,14 +25,16 @@ import time
 from functools import partial
 
 import cv2
+import lmdb
 import skimage.data
 from PIL import Image
 from tqdm import tqdm
 
-from rlfn_arch.data.checks import check_paired_folders, check_paired_lmdb, dataset_items, deep_check
-from rlfn_arch.data.image_io import ImageReadError, list_images, read_image, write_png
+from rlfn_arch.basicsr_seam import quiet_lmdb_progress
+from rlfn_arch.data.checks import check_paired_folders, check_paired_lmdb, dataset_items, deep_check, summarize
+from rlfn_arch.data.image_io import ImageReadError, header_size, list_images, read_image, write_png
 from rlfn_arch.data.matlab_resize import bicubic_lr, modcrop
-from rlfn_arch.utils.fs import atomic_write
+from rlfn_arch.utils.fs import WriteError, atomic_write
 
 from basicsr.utils import lmdb_util, sizeof_fmt
 
@@ -98,9 +101,32 @@ def _bicubic_one(name, hr_dir, out_dir, scales):
     return name, written, notes, None
 
 
-def make_bicubic_lr(hr_dir, out_dir=None, scales=(2, 3, 4), workers=None):
-    """HR folder -> ``out_dir/X{s}/<stem>x{s}.png``. Default ``out_dir``: ``<HR>/../LR_bicubic``."""
+def check_outputs(in_dir, out_dirs, planned, overwrite, what):
+    """Refuse (PrepareError) an output folder equal to or inside ``in_dir``, and, without ``overwrite``,
+    outputs that would replace existing files (counted, the first few named). Nothing is written."""
+    real_in = os.path.realpath(in_dir)
+    for d in out_dirs:
+        real = os.path.realpath(d)
+        if real == real_in or os.path.commonpath([real, real_in]) == real_in:
+            where = 'the input folder' if real == real_in else f'inside the input folder {in_dir}'
+            raise PrepareError(f'{what}: the output folder {d} is {where}; choose an output folder outside the input')
+    existing = [p for p in planned if os.path.lexists(p)]
+    if existing and not overwrite:
+        shown = ', '.join(existing[:3]) + (f' and {len(existing) - 3} more' if len(existing) > 3 else '')
+        raise PrepareError(f'{what}: {len(existing)} existing file(s) would be replaced ({shown}); nothing was '
+                           'written. Pass --overwrite to replace them, or choose an empty output folder')
+
+
+def make_bicubic_lr(hr_dir, out_dir=None, scales=(2, 3, 4), workers=None, overwrite=False):
+    """HR folder -> ``out_dir/X{s}/<stem>x{s}.png``. Default ``out_dir``: ``<HR>/../LR_bicubic``.
+
+    Raises:
+        PrepareError: ``out_dir`` is (inside) ``hr_dir``, or files would be replaced without ``overwrite``.
+    """
     out_dir = out_dir or os.path.join(os.path.dirname(os.path.abspath(hr_dir)), 'LR_bicubic')
+    names = list_images(hr_dir)[0]
+    check_outputs(hr_dir, [out_dir], [os.path.join(out_dir, f'X{s}', f'{os.path.splitext(n)[0]}x{s}.png')
+                                      for n in names for s in scales], overwrite, 'bicubic')
     fn = partial(_bicubic_one, hr_dir=hr_dir, out_dir=out_dir, scales=tuple(scales))
     return _map_folder('bicubic', hr_dir, out_dir, fn, workers)
 
@@ -187,14 +213,43 @@ def _subimages_one(name, hr_dir, out_dir, crop, step, thresh, lr_dir, lr_out, sc
         return name, written, notes, str(e)
 
 
-def make_subimages(hr_dir, out_dir, crop=480, step=240, thresh=48, lr_dir=None, lr_out=None, scale=None, workers=None):
-    """Crop ``hr_dir`` into sub-images; with ``lr_dir``, crop the matching LR images at ``crop/scale``."""
+def _planned_subimages(hr_dir, out_dirs, crop, step, thresh, scale):
+    """The sub-image files a run would write (crop counts from the image headers; an unreadable header
+    counts every existing ``<stem>_sNNN.png``)."""
+    planned = []
+    for name in list_images(hr_dir)[0]:
+        stem = os.path.splitext(name)[0]
+        size = header_size(os.path.join(hr_dir, name))
+        for d in out_dirs:
+            if size is None:
+                pat = re.compile(rf'^{re.escape(stem)}_s\d{{3,}}\.png$')
+                planned += [os.path.join(d, f) for f in (os.listdir(d) if os.path.isdir(d) else []) if pat.match(f)]
+                continue
+            w, h = (size[0] - size[0] % scale, size[1] - size[1] % scale) if scale else size
+            k = len(crop_starts(h, crop, step, thresh)) * len(crop_starts(w, crop, step, thresh))
+            planned += [os.path.join(d, f'{stem}_s{i:03d}.png') for i in range(1, k + 1)]
+    return planned
+
+
+def make_subimages(hr_dir, out_dir, crop=480, step=240, thresh=48, lr_dir=None, lr_out=None, scale=None, workers=None,
+                   overwrite=False):
+    """Crop ``hr_dir`` into sub-images; with ``lr_dir``, crop the matching LR images at ``crop/scale``.
+
+    Raises:
+        PrepareError: an output folder is (inside) the input, or files would be replaced without ``overwrite``.
+    """
     if lr_dir:
         if not scale or not lr_out:
             raise PrepareError('--lr needs --scale and --lr_output')
         for name, v in (('crop', crop), ('step', step), ('thresh', thresh)):
             if v % scale:
                 raise PrepareError(f'--{name} {v} must be divisible by --scale {scale}')
+    outs = [out_dir] + ([lr_out] if lr_dir else [])
+    for d in outs:
+        if lr_dir:
+            check_outputs(lr_dir, [d], [], True, 'subimages')
+    check_outputs(hr_dir, outs, _planned_subimages(hr_dir, outs, crop, step, thresh, scale if lr_dir else None),
+                  overwrite, 'subimages')
     fn = partial(_subimages_one, hr_dir=hr_dir, out_dir=out_dir, crop=crop, step=step, thresh=thresh,
                  lr_dir=lr_dir, lr_out=lr_out, scale=scale)
     os.makedirs(out_dir, exist_ok=True)
@@ -244,22 +299,6 @@ def lmdb_keys(names, folder, notes):
     return keys
 
 
-class _quiet_tqdm:
-    """Temporarily make ``module.tqdm`` a disabled bar (the summary line still reports the work)."""
-
-    def __init__(self, module, quiet):
-        self.module, self.quiet = module, quiet
-
-    def __enter__(self):
-        if self.quiet:
-            self.orig = self.module.tqdm
-            self.module.tqdm = partial(tqdm, disable=True)
-
-    def __exit__(self, *exc):
-        if self.quiet:
-            self.module.tqdm = self.orig
-
-
 def build_lmdb(folder, lmdb_path, overwrite=False, compress_level=1, workers=None):
     """Folder -> LMDB (keys = file stems, ``meta_info.txt`` as BasicSR expects), atomically.
 
@@ -292,11 +331,17 @@ def build_lmdb(folder, lmdb_path, overwrite=False, compress_level=1, workers=Non
     tmp = os.path.join(parent, f'.{base[:-5]}.tmp-{os.getpid()}.lmdb')
     quiet = not sys.stdout.isatty()  # basicsr's per-image bars flood logs and CI output
     try:
-        with _quiet_tqdm(lmdb_util, quiet):
-            lmdb_util.make_lmdb_from_imgs(
-                folder, tmp, good, keys, compress_level=compress_level,
-                multiprocessing_read=(workers or default_workers()) > 1, n_thread=workers or default_workers(),
-                map_size=_estimate_map_size(folder, good))
+        try:
+            with quiet_lmdb_progress(quiet):
+                lmdb_util.make_lmdb_from_imgs(
+                    folder, tmp, good, keys, compress_level=compress_level,
+                    multiprocessing_read=(workers or default_workers()) > 1, n_thread=workers or default_workers(),
+                    map_size=_estimate_map_size(folder, good))
+        except lmdb.Error as e:  # mdb_txn_commit on a full disk, a read-only folder, ...
+            previous = 'the previous LMDB there is intact' if os.path.exists(lmdb_path) else 'nothing was written there'
+            raise WriteError(lmdb_path, getattr(e, 'errno', None) or errno.EIO,
+                             f'{type(e).__name__}: {e} ({previous}; free space or fix permissions and run '
+                             'again)') from e
         if os.path.exists(lmdb_path):
             old = lmdb_path + f'.old-{os.getpid()}'
             os.rename(lmdb_path, old)
@@ -372,12 +417,14 @@ def build_df2k(div2k, flickr2k, out_dir, scales=(2, 4), crop=480, step=240, thre
     items = [(d, n) for d in hr_dirs for n in list_images(d)[0]]
     first = Summary(f'modcrop to {_lcm(scales)} -> {hr_all}')
     first.failed = modcrop_copy(items, hr_all, _lcm(scales), workers or default_workers())
-    summaries = [first, make_bicubic_lr(hr_all, os.path.join(work, 'LR_bicubic'), scales, workers)]
+    # _work is this command's own folder: its intermediate files are replaced on a rerun
+    summaries = [first, make_bicubic_lr(hr_all, os.path.join(work, 'LR_bicubic'), scales, workers, overwrite=True)]
     hr_sub = os.path.join(work, 'HR_sub')
     for i, s in enumerate(scales):
         lr_sub = os.path.join(work, f'LR_bicubic_X{s}_sub')
         summaries.append(make_subimages(hr_all, hr_sub if i == 0 else os.path.join(work, f'HR_sub_tmp{s}'), crop, step,
-                                       thresh, os.path.join(work, 'LR_bicubic', f'X{s}'), lr_sub, s, workers))
+                                       thresh, os.path.join(work, 'LR_bicubic', f'X{s}'), lr_sub, s, workers,
+                                       overwrite=True))
         summaries.append(build_lmdb(lr_sub, os.path.join(out_dir, f'DF2K_LR_bicubic_X{s}_sub.lmdb'), overwrite,
                                   workers=workers))
         if i:
@@ -408,21 +455,97 @@ def _skimage_images(name):
 
 def sample_ready(out_dir):
     """True when ``prepare sample`` completed in ``out_dir`` (it writes sample.json last)."""
+    return _sample_info(out_dir).get('version') == SAMPLE_VERSION
+
+
+def _sample_info(out_dir):
+    """The contents of ``out_dir/sample.json`` when this builder wrote it ({} otherwise)."""
     try:
-        with open(os.path.join(out_dir, 'sample.json')) as f:
-            return json.load(f).get('version') == SAMPLE_VERSION
+        with open(os.path.join(out_dir, 'sample.json'), encoding='utf-8') as f:
+            info = json.load(f)
     except (OSError, ValueError):
-        return False
+        return {}
+    return info if isinstance(info, dict) and info.get('source') == 'scikit-image data' else {}
+
+
+SAMPLE_ENTRIES = ('train', 'val', 'sample.json')  # what the builder puts into its folder (sample.json last)
+_BUILD_MARKER = '.rlfn_sample_build'  # inside the builder's own temporary folder
+
+
+def _remove_stale_builds(parent, base):
+    """Temporary folders of killed builds: ``.<base>.tmp-<pid>`` holding the builder's marker."""
+    for name in os.listdir(parent):
+        full = os.path.join(parent, name)
+        if name.startswith(f'.{base}.tmp-') and os.path.isfile(os.path.join(full, _BUILD_MARKER)) \
+                and not os.path.islink(full):
+            shutil.rmtree(full)
+
+
+def _plan_sample_folder(out_dir, overwrite):
+    """How the finished build goes into ``out_dir``: ``(ours, clashes)``. Refuses (PrepareError) a folder
+    this builder did not make that is not empty, unless ``overwrite``."""
+    if os.path.lexists(out_dir) and not os.path.isdir(out_dir):
+        raise PrepareError(f'{out_dir}: exists and is not a folder')
+    entries = os.listdir(out_dir) if os.path.isdir(out_dir) else []
+    ours = bool(_sample_info(out_dir))
+    if entries and not ours and not overwrite:
+        raise PrepareError(f'{out_dir} is not empty ({len(entries)} entries) and was not made by prepare sample (no '
+                           'sample.json of ours); nothing was changed. Choose a new or empty folder, or pass '
+                           '--overwrite to add the sample dataset to it (its own train/, val/ or sample.json, if any, '
+                           'are renamed to *_archived_<time>; nothing is deleted)')
+    return ours, [e for e in SAMPLE_ENTRIES if e in entries]
+
+
+def _install_sample(tmp, out_dir, ours, clashes):
+    """Move the finished build from ``tmp`` into ``out_dir``: entries of an earlier sample build are replaced
+    (sample.json first, so a kill in between leaves no complete-looking folder); anyone else's are archived."""
+    os.makedirs(out_dir, exist_ok=True)
+    stamp = time.strftime('%Y%m%d_%H%M%S')
+    for entry in sorted(clashes, key=lambda e: e != 'sample.json'):
+        old = os.path.join(out_dir, entry)
+        if ours:
+            shutil.rmtree(old) if os.path.isdir(old) and not os.path.islink(old) else os.unlink(old)
+        else:
+            os.rename(old, f'{old}_archived_{stamp}')
+            print(f'{old} renamed to {old}_archived_{stamp} (--overwrite; nothing deleted)')
+    for entry in SAMPLE_ENTRIES:  # sample.json last: it marks the folder complete
+        os.rename(os.path.join(tmp, entry), os.path.join(out_dir, entry))
+    os.unlink(os.path.join(tmp, _BUILD_MARKER))
+    os.rmdir(tmp)
 
 
 def build_sample_dataset(out_dir, workers=None, overwrite=False):
-    """Build ``out_dir`` (train/val HR, MATLAB-exact LR x2/x3/x4, training LMDBs). Deterministic."""
+    """Build ``out_dir`` (train/val HR, MATLAB-exact LR x2/x3/x4, training LMDBs). Deterministic.
+
+    The dataset is built in a temporary folder beside ``out_dir`` and moved in when complete. The builder
+    only ever deletes what it made itself: an earlier sample build (``sample.json`` of ours) or its own
+    temporary folders. A non-empty folder it did not make is refused unless ``overwrite``.
+
+    Raises:
+        PrepareError: ``out_dir`` is a file, or a non-empty folder of someone else's without ``overwrite``.
+    """
+    out_dir = os.path.abspath(out_dir)
     if sample_ready(out_dir) and not overwrite:
         print(f'{out_dir} is complete (sample.json); pass --overwrite to rebuild')
         return
+    ours, clashes = _plan_sample_folder(out_dir, overwrite)
     t0 = time.time()
-    if os.path.exists(out_dir):
-        shutil.rmtree(out_dir)
+    parent, base = os.path.split(out_dir)
+    os.makedirs(parent, exist_ok=True)
+    _remove_stale_builds(parent, base)
+    tmp = os.path.join(parent, f'.{base}.tmp-{os.getpid()}')
+    os.makedirs(tmp)
+    open(os.path.join(tmp, _BUILD_MARKER), 'w').close()
+    try:
+        _build_sample_into(tmp, workers)
+        _install_sample(tmp, out_dir, ours, clashes)
+    finally:
+        if os.path.isdir(tmp) and os.path.isfile(os.path.join(tmp, _BUILD_MARKER)):
+            shutil.rmtree(tmp)
+    print(f'\nsample dataset ready in {out_dir} ({time.time() - t0:.1f} s)')
+
+
+def _build_sample_into(out_dir, workers):
     for split, names in (('train', SAMPLE_TRAIN), ('val', SAMPLE_VAL)):
         for name in names:
             for key, rgb in _skimage_images(name).items():
@@ -431,21 +554,20 @@ def build_sample_dataset(out_dir, workers=None, overwrite=False):
                     bgr = modcrop(bgr, _lcm(SAMPLE_SCALES))
                 write_png(os.path.join(out_dir, split, 'HR', f'{key}.png'), bgr)
         make_bicubic_lr(os.path.join(out_dir, split, 'HR'), os.path.join(out_dir, split, 'LR_bicubic'), SAMPLE_SCALES,
-                    workers)
+                        workers)
     train = os.path.join(out_dir, 'train')
     work = os.path.join(train, '_sub')
     for i, s in enumerate(SAMPLE_SCALES):
         hr_sub = os.path.join(work, 'HR_sub' if i == 0 else f'HR_sub_x{s}')
         make_subimages(os.path.join(train, 'HR'), hr_sub, lr_dir=os.path.join(train, 'LR_bicubic', f'X{s}'),
-                      lr_out=os.path.join(work, f'LR_X{s}_sub'), scale=s, workers=workers, **SAMPLE_SUB)
+                       lr_out=os.path.join(work, f'LR_X{s}_sub'), scale=s, workers=workers, **SAMPLE_SUB)
         build_lmdb(os.path.join(work, f'LR_X{s}_sub'), os.path.join(train, f'LR_bicubic_X{s}_sub.lmdb'),
                    workers=workers)
     build_lmdb(os.path.join(work, 'HR_sub'), os.path.join(train, 'HR_sub.lmdb'), workers=workers)
-    shutil.rmtree(work)
+    shutil.rmtree(work)  # made by this build, inside its own temporary folder
     info = {'version': SAMPLE_VERSION, 'source': 'scikit-image data', 'train': SAMPLE_TRAIN, 'val': SAMPLE_VAL,
             'scales': list(SAMPLE_SCALES), 'subimages': SAMPLE_SUB}
     atomic_write(os.path.join(out_dir, 'sample.json'), lambda f: json.dump(info, f, indent=1), binary=False)
-    print(f'\nsample dataset ready in {out_dir} ({time.time() - t0:.1f} s)')
 
 
 # -------------------------------------------------------------------------------------------- check
@@ -474,6 +596,6 @@ def check_pair(hr, lr, scale, filename_tmpl='{}x{s}', deep=False, workers=None):
     if deep and not problems:
         problems = deep_check(dataset_items(opt), workers)
     print(f'{n} {what} checked against {lr}{" (every image decoded)" if deep else ""}: {len(problems)} problem(s)')
-    for p in problems:
+    for p in summarize(problems):
         print(f'  {p}')
     return len(problems)

@@ -2,6 +2,7 @@
 import multiprocessing
 import os
 import sys
+import tempfile
 
 import cv2
 import lmdb
@@ -33,6 +34,22 @@ def _size(path):
             if marker not in f.read():
                 return 'truncated (no end marker; the file is incomplete)'
     return size
+
+
+#: How many problems a check prints; the rest go to a file whose path is printed.
+SHOWN_PROBLEMS = 20
+
+
+def summarize(problems, shown=SHOWN_PROBLEMS):
+    """At most ``shown`` problems, then one line with how many more there are and the file that lists
+    every one of them (written to the temporary folder, never beside the data)."""
+    if len(problems) <= shown:
+        return list(problems)
+    fd, path = tempfile.mkstemp(prefix='rlfn_dataset_problems_', suffix='.txt')
+    with os.fdopen(fd, 'w', encoding='utf-8') as f:
+        f.write('\n'.join(problems) + '\n')
+    return list(problems[:shown]) + [f'... and {len(problems) - shown:,} more ({len(problems):,} problems in all); '
+                                     f'the full list is in {path}']
 
 
 def check_paired_folders(hr_dir, lr_dir, scale, filename_tmpl='{}'):
@@ -245,3 +262,20 @@ def check_dataset_opt(dataset_opt, scale, min_lq=None, deep=None):
     if deep and not problems:
         problems = deep_check(dataset_items(dataset_opt), desc=f'deep check {name}')
     return [f'dataset {name}: {p}' for p in problems]
+
+
+def count_pairs(dataset_opt):
+    """How many samples a PairedImageDataset block holds (BasicSR's pairing: LMDB keys, meta_info_file lines
+    or HR images); None for other dataset types or unreadable sources (the checks above report those)."""
+    if dataset_opt.get('type') not in ('PairedImageDataset', 'CheckedPairedImageDataset'):
+        return None
+    try:
+        if (dataset_opt.get('io_backend') or {}).get('type', 'disk') == 'lmdb':
+            meta = read_meta_info(dataset_opt['dataroot_gt'])
+            return None if meta is None else len(meta)
+        if dataset_opt.get('meta_info_file'):
+            with open(dataset_opt['meta_info_file'], encoding='utf-8', errors='replace') as f:
+                return sum(1 for line in f if line.strip())
+        return len(list_images(dataset_opt['dataroot_gt'])[0])
+    except (OSError, MetaInfoError):
+        return None

@@ -119,9 +119,34 @@ def write_png(path, img):
     write_image(path, img)
 
 
+def exif_orientation(path):
+    """The EXIF orientation tag (1-8) of an image file; 1 (as stored) when it has none or it cannot be read."""
+    try:
+        with Image.open(path) as im:
+            value = im.getexif().get(0x0112, 1)
+    except Exception:  # not identifiable by PIL, or a broken EXIF block: show the pixels as stored
+        return 1
+    return value if value in range(1, 9) else 1
+
+
+def apply_orientation(img, orientation):
+    """Turn an (H, W[, C]) array the way EXIF ``orientation`` (1-8) says a viewer shows it."""
+    ops = {
+        2: lambda a: a[:, ::-1],  # mirrored left-right
+        3: lambda a: a[::-1, ::-1],  # rotated 180
+        4: lambda a: a[::-1],  # mirrored top-bottom
+        5: lambda a: a.swapaxes(0, 1),  # mirrored along the main diagonal
+        6: lambda a: np.rot90(a, k=-1),  # rotated 90 clockwise to display
+        7: lambda a: a[::-1, ::-1].swapaxes(0, 1),  # mirrored along the anti-diagonal
+        8: lambda a: np.rot90(a, k=1),  # rotated 90 counter-clockwise to display
+    }
+    return np.ascontiguousarray(ops[orientation](img)) if orientation in ops else img
+
+
 def read_unchanged(path):
     """Read an image for upscaling, keeping what it is: (H, W) grey, (H, W, 3) BGR or (H, W, 4) BGRA
-    (grey + alpha becomes BGRA), uint8 or uint16.
+    (grey + alpha becomes BGRA), uint8 or uint16, turned as its EXIF orientation tag says (as viewers show
+    it; training data is read as BasicSR reads it, without this).
 
     Raises:
         ImageReadError: not an image extension, unreadable, or another pixel type; names the file.
@@ -135,7 +160,7 @@ def read_unchanged(path):
         img = np.dstack([np.repeat(img[:, :, :1], 3, axis=2), img[:, :, 1:]])
     if img.ndim == 3 and img.shape[2] == 1:
         img = img[:, :, 0]
-    return img
+    return apply_orientation(img, exif_orientation(path))
 
 
 def write_image(path, img):

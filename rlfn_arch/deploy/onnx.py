@@ -94,5 +94,5 @@ def to_fp16(path, out_path):
         model = float16.convert_float_to_float16(onnx.load(path), keep_io_types=True)
     except ImportError as e:
         raise ImportError('fp16 ONNX conversion needs onnxconverter-common (pip install onnxconverter-common)') from e
-    onnx.save(model, out_path)
+    atomic_write(out_path, lambda f: f.write(model.SerializeToString()))
     return out_path

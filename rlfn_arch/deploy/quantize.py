@@ -20,6 +20,7 @@ import numpy as np
 
 from rlfn_arch.data.builders import build_sample_dataset, sample_ready
 from rlfn_arch.data.image_io import list_images, read_image
+from rlfn_arch.utils.fs import atomic_write
 from rlfn_arch.utils.runtime import project_root
 
 
@@ -79,10 +80,13 @@ def quantize(fp32_onnx, out_path, patches, keep_float=KEEP_FLOAT, op_types=('Con
         quant_pre_process(fp32_onnx, pre, skip_symbolic_shape=True)
         model = onnx.load(pre)
         exclude = [n.name for n in model.graph.node if any(k in n.name for k in keep_float)]
-        quantize_static(pre, out_path + '.tmp', _PatchReader(patches), quant_format=QuantFormat.QDQ,
+        quantized = os.path.join(tmp, 'int8.onnx')
+        quantize_static(pre, quantized, _PatchReader(patches), quant_format=QuantFormat.QDQ,
                         per_channel=True, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
                         calibrate_method={'minmax': CalibrationMethod.MinMax, 'entropy': CalibrationMethod.Entropy,
                                           'percentile': CalibrationMethod.Percentile}[method],
                         nodes_to_exclude=exclude, op_types_to_quantize=list(op_types), extra_options=extra or {})
-    os.replace(out_path + '.tmp', out_path)
+        with open(quantized, 'rb') as f:  # the finished model only, atomically: no partial file at out_path
+            data = f.read()
+    atomic_write(out_path, lambda f: f.write(data))
     return out_path

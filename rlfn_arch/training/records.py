@@ -36,14 +36,20 @@ def find_resume_state(stage_dir, device, log=print):
 
 
 class StageRecords:
-    """``stages.json``: each stage's status, final checkpoint and last validation metrics (rank 0 writes)."""
+    """``stages.json``: each stage's status, final checkpoint and last validation metrics (rank 0 writes).
 
-    def __init__(self, path, rank):
+    Raises:
+        ValueError: the file is not JSON or not a mapping with a ``stages`` mapping (the caller names it).
+    """
+
+    def __init__(self, path, rank, data=None):
         self.path, self.rank = path, rank
-        self.data = {'stages': {}}
-        if osp.isfile(path):
-            with open(path) as f:
+        self.data = data if data is not None else {'stages': {}}
+        if data is None and osp.isfile(path):
+            with open(path, encoding='utf-8') as f:
                 self.data = json.load(f)
+        if not isinstance(self.data, dict) or not isinstance(self.data.get('stages'), dict):
+            raise ValueError('expected a JSON mapping with a "stages" mapping')
 
     def get(self, name):
         return self.data['stages'].get(name, {})

@@ -1,9 +1,12 @@
-"""The stage runner: one experiment folder, locked for the run, each stage trained by BasicSR's loop.
+"""The stage runner: executes the stage plans (:mod:`rlfn_arch.training.plan`) in one experiment folder,
+locked for the run, each stage trained by BasicSR's loop.
 
 Stage k > 1 starts from stage k-1's final generator weights (``net_g_latest.pth``; its EMA weights
 ``params_ema`` when that stage kept an EMA, else ``params``), with a fresh optimizer and scheduler. A
 finished stage is skipped on ``--auto_resume``; an unfinished one continues from its newest loadable
-training state. Every delete and rename acts only on paths proven to be inside the experiment's folder.
+training state, or, when it has none, its folder is archived (``<stage>_archived_<time>``) and the stage
+starts over. Nothing here deletes a checkpoint; every rename acts only on paths proven to be inside the
+experiment's folder, itself a real folder inside the resolved experiments root.
 """
 import os
 import time
@@ -12,22 +15,13 @@ from os import path as osp
 import torch
 import torch.distributed as dist
 
+from rlfn_arch.basicsr_seam import run_stage
 from rlfn_arch.utils.checkpoint import atomic_save, safe_load
-from rlfn_arch.utils.fs import (
-    ExperimentLock,
-    LockedError,
-    remove_inside,
-    remove_stale_tmp,
-    rename_inside,
-    require_inside,
-)
-from rlfn_arch.utils.runtime import finalize
+from rlfn_arch.utils.fs import ExperimentLock, LockedError, remove_stale_tmp, rename_inside
+from rlfn_arch.utils.options import thaw
 
-from basicsr.utils import set_random_seed
-
-from .basicsr_adapter import run_stage
-from .distributed import barrier, check_replicas, init_dist
-from .records import STAGES_JSON, StageRecords, find_resume_state
+from .distributed import barrier, check_replicas
+from .records import STAGES_JSON, StageRecords
 from .report import bicubic_baseline, print_summary
 
 
@@ -36,14 +30,13 @@ def _metrics(model):
     return {k: float(v) for k, v in (res or {}).items()}
 
 
-
-def _archive(exp_root, experiments):
-    """Rename an existing experiment folder to ``<name>_archived_<time>`` (BasicSR's convention), after
-    proving both names are inside ``experiments/``."""
-    archived = f'{exp_root}_archived_{time.strftime("%Y%m%d_%H%M%S")}'
-    rename_inside(exp_root, archived, experiments)
-    print(f'{exp_root} exists; renamed to {archived} (use --auto_resume to continue it)', flush=True)
-
+def _archive(folder, owner, why):
+    """Rename ``folder`` to ``<folder>_archived_<time>`` (BasicSR's convention) after proving both names
+    are inside ``owner``; say so."""
+    archived = f'{folder}_archived_{time.strftime("%Y%m%d_%H%M%S")}'
+    rename_inside(folder, archived, owner)
+    print(f'{folder} {why}; renamed to {archived} (nothing was deleted)', flush=True)
+    return archived
 
 
 def _lock(experiments, name, rank, world):
@@ -63,120 +56,92 @@ def _lock(experiments, name, rank, world):
     return lock
 
 
+def train_stages(plans, experiments, exp_root, auto_resume, rank=0, world=1):
+    """Run ``plans`` (from :func:`rlfn_arch.training.plan.build_plans`) under the experiment's lock.
 
-def _clean_unfinished_stage(stage_dir, exp_root):
-    """An unfinished stage with nothing to resume from restarts cleanly: everything in its folder goes,
-    except stages.json; each entry is proven to be inside the experiment folder first."""
-    for entry in os.listdir(stage_dir):
-        if entry != STAGES_JSON:
-            remove_inside(osp.join(stage_dir, entry), exp_root)
-
-
-
-def train_stages(args, raw, stage_list, root):
-    rank, world = 0, 1
-    if args.launcher != 'none':
-        rank, world = init_dist(args.launcher, stage_list[0][1])
-    name = raw['name']
-    experiments = osp.join(root, 'experiments')
-    exp_root = osp.join(experiments, name)
-    require_inside(exp_root, experiments, 'use', follow=False)  # names are checked; this is the second line
-    lock = _lock(experiments, name, rank, world)
+    Returns:
+        int: 0 when every stage finished.
+    """
+    lock = _lock(experiments, osp.basename(exp_root), rank, world)
     try:
-        return _train_locked(args, raw, stage_list, root, rank, world, experiments, exp_root)
+        return _train_locked(plans, experiments, exp_root, auto_resume, rank, world)
     finally:
         if lock is not None:
             lock.release()
 
 
-
-def _warm_start(opt, prev_final, stage_entry):
-    """Stage k > 1 starts from stage k-1's final weights (EMA when it kept one), unless the stage names
-    its own ``pretrain_network_g``."""
-    if prev_final and not (stage_entry or {}).get('path', {}).get('pretrain_network_g'):
-        ckpt = safe_load(prev_final)
-        opt['path']['pretrain_network_g'] = prev_final
-        opt['path']['param_key_g'] = 'params_ema' if 'params_ema' in ckpt else 'params'
-        opt['path']['strict_load_g'] = True
+def _resume_cleanup(plan, records):
+    """Rank 0, resuming: close the killed segment's time and remove the temporaries of interrupted writes
+    (only ``.<name>.<random>.tmp`` files of :func:`atomic_write`, in the folders this stage writes)."""
+    records.close_killed_segment(plan.label, plan.folder)
+    for folder in (plan.options['path']['models'], plan.options['path']['training_states']):
+        for f in remove_stale_tmp(folder):
+            print(f'[{plan.label}] removed {f} (a write interrupted by the kill)', flush=True)
 
 
-def _resume_state(opt, records, label, stage_dir, rank, world):
-    """With --auto_resume: close the killed segment's time, remove interrupted writes, and find the newest
-    loadable training state (the same on every rank). Returns it or None."""
-    if rank == 0:
-        records.close_killed_segment(label, stage_dir)
-        for folder in (opt['path']['models'], opt['path']['training_states']):
-            for f in remove_stale_tmp(folder):
-                print(f'[{label}] removed {f} (a write interrupted by the kill)', flush=True)
-    resume_state, state_path = find_resume_state(stage_dir, torch.device('cuda' if opt['num_gpu'] else 'cpu'))
-    if resume_state is not None and rank == 0:
-        print(f'[{label}] resuming from {state_path} (iter {resume_state["iter"]})', flush=True)
+def _finish(records, plans, exp_root):
+    """Rank 0: the last stage's model as net_g_final.pth, bicubic on the validation set, the summary."""
+    last = plans[-1]
+    final_path = osp.join(exp_root, 'net_g_final.pth')
+    atomic_save(safe_load(last.final), final_path)
+    records.update(last.label, final_model=final_path)
+    opt = thaw(last.options)
+    baseline = bicubic_baseline(opt)
+    records.data['bicubic'] = baseline
+    records.update(last.label)
+    print_summary(records, [p.label for p in plans], baseline, opt['scale'])
+    print(f'final model: {final_path}', flush=True)
+
+
+def _run_plan(plan, records, exp_root, rank, world):
+    """One stage that is not skipped: archive or clean up as planned, run it, record it."""
+    if rank == 0 and plan.archive_first:
+        _archive(plan.folder, exp_root if plan.folder != exp_root else osp.dirname(exp_root),
+                 'holds an unfinished stage with no loadable training state')
+        if plan.folder == exp_root:  # a run without stages: its folder is the experiment folder
+            os.makedirs(exp_root)
+    if rank == 0 and plan.resume_state:
+        _resume_cleanup(plan, records)
+        print(f'[{plan.label}] resuming from {plan.resume_state}', flush=True)
+    resume_state = None
+    if plan.resume_state:
+        device = torch.device('cuda' if plan.options['num_gpu'] else 'cpu')
+        resume_state = safe_load(plan.resume_state, map_location=device)
     if world > 1:  # every rank must continue from the same stage and iteration
         its = [None] * world
         dist.all_gather_object(its, None if resume_state is None else resume_state['iter'])
         if len(set(its)) != 1:
-            raise RuntimeError(f'[{label}] ranks found different resume states: {its}')
-    return resume_state
+            raise RuntimeError(f'[{plan.label}] ranks found different resume states: {its}')
+    barrier()
+    t0 = time.time()
+    records.update(plan.label, status='running', init_from=plan.init_from,
+                   total_iter=plan.options['train']['total_iter'], segment_start=t0)
+    model = run_stage(plan, resume_state)
+    if world > 1:
+        check_replicas(model, plan.label)
+    barrier()
+    records.update(plan.label, status='done', final=plan.final, iters=plan.options['train']['total_iter'],
+                   seconds=round(time.time() - t0 + records.get(plan.label).get('seconds', 0), 1),
+                   segment_start=None, metrics=_metrics(model))
 
 
-def _finish(records, names, stage_list, exp_root, prev_final):
-    """Rank 0: the last stage's model as net_g_final.pth, bicubic on the validation set, the summary."""
-    final_path = osp.join(exp_root, 'net_g_final.pth')
-    atomic_save(safe_load(prev_final), final_path)
-    records.update(names[-1], final_model=final_path)
-    baseline = bicubic_baseline(stage_list[-1][1])
-    records.data['bicubic'] = baseline
-    records.update(names[-1])
-    print_summary(records, names, baseline, stage_list[-1][1]['scale'])
-    print(f'final model: {final_path}', flush=True)
-
-
-def _train_locked(args, raw, stage_list, root, rank, world, experiments, exp_root):
-    name = raw['name']
-    if rank == 0 and not args.auto_resume and osp.lexists(exp_root):
-        _archive(exp_root, experiments)
+def _train_locked(plans, experiments, exp_root, auto_resume, rank, world):
+    if rank == 0 and not auto_resume and osp.lexists(exp_root):
+        _archive(exp_root, experiments, 'exists (use --auto_resume to continue it)')
     barrier()
     if rank == 0:
         os.makedirs(exp_root, exist_ok=True)
     barrier()
     records = StageRecords(osp.join(exp_root, STAGES_JSON), rank)
-    names = [st or 'train' for st, _ in stage_list]
-    entries = raw.get('stages') or [None]
-    prev_final = None
-    for k, ((stage, opt), label) in enumerate(zip(stage_list, names)):
-        stage_dir = osp.join(exp_root, stage) if stage else exp_root
-        if stage:
-            require_inside(stage_dir, exp_root, 'use', follow=False)
-        opt['dist'], opt['rank'], opt['world_size'] = args.launcher != 'none', rank, world
-        opt['auto_resume'] = args.auto_resume
-        opt['stage'] = label
-        opt['name'] = f'{name}_{stage}' if stage else name
-        finalize(opt, root, is_train=True, experiments_root=stage_dir, source=args.opt)
-        rec = records.get(label)
-        if rec.get('status') == 'done' and osp.isfile(rec.get('final', '')):
-            print(f'[{label}] already finished ({rec["final"]}); skipped', flush=True)
-            prev_final = rec['final']
+    if rank == 0 and auto_resume:  # a kill while net_g_final.pth or stages.json was written
+        for f in remove_stale_tmp(exp_root):
+            print(f'removed {f} (a write interrupted by the kill)', flush=True)
+    for plan in plans:
+        if plan.skip:
+            print(f'[{plan.label}] already finished ({plan.final}); skipped', flush=True)
             continue
-        _warm_start(opt, prev_final, entries[k])
-        set_random_seed(opt['manual_seed'] + rank)
-        resume_state = _resume_state(opt, records, label, stage_dir, rank, world) if args.auto_resume else None
-        if resume_state is None and rank == 0 and osp.isdir(stage_dir):
-            _clean_unfinished_stage(stage_dir, exp_root)
-        barrier()
-        t0 = time.time()
-        records.update(label, status='running', init_from=opt['path'].get('pretrain_network_g'),
-                       total_iter=opt['train']['total_iter'], segment_start=t0)
-        opt['path']['save_init'] = resume_state is None  # WarmStartModel keeps models/net_g_init.pth
-        model = run_stage(opt, args, stage_dir, resume_state, label)
-        final = osp.join(stage_dir, 'models', 'net_g_latest.pth')
-        if world > 1:
-            check_replicas(model, label)
-        barrier()
-        records.update(label, status='done', final=final, iters=opt['train']['total_iter'],
-                       seconds=round(time.time() - t0 + records.get(label).get('seconds', 0), 1),
-                       segment_start=None, metrics=_metrics(model))
-        prev_final = final
+        _run_plan(plan, records, exp_root, rank, world)
     if rank == 0:
-        _finish(records, names, stage_list, exp_root, prev_final)
+        _finish(records, plans, exp_root)
     barrier()
     return 0

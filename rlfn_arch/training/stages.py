@@ -2,12 +2,13 @@
 reads prepared and checked before anything is written."""
 import copy
 import json
+import math
 import os
 import time
 from os import path as osp
 
 from rlfn_arch.data.builders import build_sample_dataset, sample_ready
-from rlfn_arch.data.checks import check_dataset_opt
+from rlfn_arch.data.checks import check_dataset_opt, count_pairs, summarize
 from rlfn_arch.utils.options import OptionError, check_options, check_stage_entries, deep_merge
 
 
@@ -30,11 +31,18 @@ def stage_options(raw, source):
 
 
 
-def ensure_sample_dataset(stage_list, root):
+def _sample_folder(root):
+    return osp.join(root, 'datasets', 'sample')
+
+
+def _reads_sample(ds, sample):
+    return any(str(ds.get(k, '')).startswith(sample + os.sep) for k in ('dataroot_gt', 'dataroot_lq'))
+
+
+def ensure_sample_dataset(options, root):
     """Build the embedded default dataset when an option file reads from it and it is missing."""
-    sample = osp.join(root, 'datasets', 'sample')
-    uses = any(str(ds.get(k, '')).startswith(sample + os.sep) for _, o in stage_list
-               for ds in o['datasets'].values() for k in ('dataroot_gt', 'dataroot_lq'))
+    sample = _sample_folder(root)
+    uses = any(_reads_sample(ds, sample) for o in options for ds in o['datasets'].values())
     if uses and not sample_ready(sample):
         rank = int(os.environ.get('RANK', os.environ.get('SLURM_PROCID', 0)))
         if rank == 0:
@@ -48,17 +56,39 @@ def ensure_sample_dataset(stage_list, root):
                 raise OptionError(f'{sample}: rank 0 did not finish preparing the sample dataset in 10 minutes')
 
 
+def _batch_problem(opt, ds, world):
+    """Why the training set gives no full batch per process (BasicSR's sampler and drop_last), or None."""
+    n = count_pairs(ds)
+    if n is None:
+        return None
+    batch = ds.get('batch_size_per_gpu') or 1
+    per_rank = math.ceil(n * (ds.get('dataset_enlarge_ratio') or 1) / world)
+    if per_rank // batch == 0:
+        return (f'dataset {ds.get("name")}: {n} images x dataset_enlarge_ratio {ds.get("dataset_enlarge_ratio", 1)} '
+                f'give no full batch of batch_size_per_gpu {batch} per process (world size {world}); lower '
+                'batch_size_per_gpu or raise dataset_enlarge_ratio')
+    return None
 
-def check_datasets(stage_list):
-    """Check every paired training/validation dataset once, listing all mismatches."""
+
+def check_datasets(options, world=1, root=None, skip_missing_sample=False):
+    """Check every paired training/validation dataset once, listing all mismatches, and that the training
+    set fills a batch per process. ``skip_missing_sample`` (dry runs): datasets in a sample folder that is
+    not built yet are not checked."""
     problems, seen = [], set()
-    for _, opt in stage_list:
+    sample = _sample_folder(root) if root else None
+    for opt in options:
         for phase, ds in opt['datasets'].items():
-            key = json.dumps([ds.get('dataroot_gt'), ds.get('dataroot_lq'), opt['scale'], ds.get('gt_size')])
+            if skip_missing_sample and sample and _reads_sample(ds, sample) and not sample_ready(sample):
+                continue
+            key = json.dumps([ds.get('dataroot_gt'), ds.get('dataroot_lq'), opt['scale'], ds.get('gt_size'),
+                              ds.get('batch_size_per_gpu'), ds.get('dataset_enlarge_ratio')])
             if key in seen:
                 continue
             seen.add(key)
             min_lq = ds['gt_size'] // opt['scale'] if phase == 'train' and ds.get('gt_size') else None
-            problems += check_dataset_opt(ds, opt['scale'], min_lq)
+            found = check_dataset_opt(ds, opt['scale'], min_lq)
+            problems += found
+            if phase == 'train' and not found:
+                problems += [p for p in [_batch_problem(opt, ds, world)] if p]
     if problems:
-        raise OptionError('dataset check failed:\n  ' + '\n  '.join(problems))
+        raise OptionError('dataset check failed:\n  ' + '\n  '.join(summarize(problems)))

@@ -56,6 +56,27 @@ def check_finite(state_dict, path='<state dict>'):
     return state_dict
 
 
+def strip_module(state_dict):
+    """Keys without DataParallel/DDP's ``module.`` prefix."""
+    return {k[7:] if k.startswith('module.') else k: v for k, v in state_dict.items()}
+
+
+def network_fit_problem(state_dict, network_opt):
+    """Why ``state_dict`` cannot load strictly into ``build_network(network_opt)``: the first missing,
+    unexpected or differently shaped tensor, in the network's order; None when it fits."""
+    if not isinstance(state_dict, dict):
+        return 'it holds no state dict'
+    sd = strip_module(state_dict)
+    own = build_network(copy.deepcopy(dict(network_opt))).state_dict()
+    for k, v in own.items():
+        if k not in sd:
+            return f'tensor {k} is missing from the checkpoint'
+        if tuple(sd[k].shape) != tuple(v.shape):
+            return f'tensor {k}: checkpoint {tuple(sd[k].shape)}, network {tuple(v.shape)}'
+    extra = [k for k in sd if k not in own]
+    return f'tensor {extra[0]} is in the checkpoint but not in the network' if extra else None
+
+
 def atomic_save(obj, path):
     """``torch.save`` through :func:`rlfn_arch.utils.fs.atomic_write` (temporary file in the same folder,
     fsync, rename over ``path``).
@@ -96,7 +117,7 @@ def check_pretrain(stage_list):
         sd = ckpt.get(param_key, ckpt.get('params', ckpt)) if isinstance(ckpt, dict) else ckpt
         if not isinstance(sd, dict):
             raise OptionError(f'{where}: {path} holds no state dict under {param_key!r}')
-        sd = {k[7:] if k.startswith('module.') else k: v for k, v in sd.items()}
+        sd = strip_module(sd)
         try:
             check_finite(sd, path)
             build_network(copy.deepcopy(opt['network_g'])).load_state_dict(sd, strict=p.get('strict_load_g', True))

@@ -48,6 +48,7 @@ def atomic_write(path, write, binary=True):
     tmp = None
     try:
         fd, tmp = tempfile.mkstemp(prefix='.' + os.path.basename(path) + '.', suffix='.tmp', dir=folder)
+        os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes 0600; a plain open() would respect the umask
         with os.fdopen(fd, 'wb' if binary else 'w') as f:
             write(f)
             f.flush()
@@ -61,6 +62,21 @@ def atomic_write(path, write, binary=True):
     finally:
         if tmp is not None and os.path.exists(tmp):
             os.unlink(tmp)
+
+
+def _umask():
+    """The process umask: from /proc on Linux (no race with other threads), else by setting it and
+    putting it back (POSIX has no plain getter)."""
+    try:
+        with open('/proc/self/status') as f:
+            for line in f:
+                if line.startswith('Umask:'):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def remove_stale_tmp(folder):
@@ -99,6 +115,21 @@ def require_inside(path, owner, what, follow=True):
     """Raise :class:`UnsafePathError` unless ``path`` is strictly inside ``owner`` (real paths)."""
     if not is_inside(path, owner, follow):
         raise UnsafePathError(f'refusing to {what} {path}: it is not inside {owner}, the folder this run owns')
+
+
+def require_real_folder_inside(path, root, what):
+    """Raise :class:`UnsafePathError` unless ``path`` is inside the (already resolved) ``root`` and is
+    not a symbolic link: a linked experiment or stage folder would make its target's files look like the
+    run's own to every later delete and rename."""
+    if os.path.islink(path):
+        target = os.path.realpath(path)
+        if not is_inside(target, root):
+            raise UnsafePathError(f'refusing to {what} {path}: it is a symbolic link to {target}, which is not inside '
+                                  f'{root}, the folder this run owns')
+        raise UnsafePathError(f'refusing to {what} {path}: it is a symbolic link (to {target}); experiment and stage '
+                              f'folders must be real folders inside {root} (to train on another disk, link the whole '
+                              'experiments folder or set path.root)')
+    require_inside(path, root, what)
 
 
 def remove_inside(path, owner):

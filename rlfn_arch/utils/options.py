@@ -12,12 +12,16 @@ import inspect
 import os
 import re
 from collections import OrderedDict
+from types import MappingProxyType
 
 import torch
 import yaml
 
 from basicsr.models import lr_scheduler
 from basicsr.utils.registry import ARCH_REGISTRY, DATASET_REGISTRY, LOSS_REGISTRY, METRIC_REGISTRY, MODEL_REGISTRY
+
+#: Option files are small; a larger file is a mistake (a dataset given as -opt), refused before parsing.
+MAX_OPTION_BYTES = 4 * 2**20
 
 
 class OptionError(ValueError):
@@ -75,6 +79,24 @@ class _OrderedDumper(yaml.SafeDumper):
 _OrderedDumper.add_representer(OrderedDict, _represent_ordered)
 
 
+def freeze(obj):
+    """A read-only view of nested options: mappings become ``MappingProxyType``, lists tuples."""
+    if isinstance(obj, dict):
+        return MappingProxyType({k: freeze(v) for k, v in obj.items()})
+    if isinstance(obj, (list, tuple)):
+        return tuple(freeze(v) for v in obj)
+    return obj
+
+
+def thaw(obj):
+    """A mutable deep copy of (frozen or plain) options: plain dicts and lists, for BasicSR and YAML."""
+    if isinstance(obj, (dict, MappingProxyType)):
+        return {k: thaw(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [thaw(v) for v in obj]
+    return copy.deepcopy(obj)
+
+
 def yaml_dump(obj):
     return yaml.dump(obj, Dumper=_OrderedDumper, sort_keys=False, default_flow_style=None)
 
@@ -87,10 +109,21 @@ def load_options(path, _seen=()):
     not merged.
     """
     try:
-        with open(path, 'r', encoding='utf-8') as f:
-            opt = yaml_load(f, source=path)
+        if not os.path.isfile(path):  # a FIFO or a device would block or never end
+            what = 'does not exist' if not os.path.lexists(path) else 'is not a regular file'
+            raise OptionError(f'{path}: cannot read option file: it {what}')
+        with open(path, 'rb') as f:
+            data = f.read(MAX_OPTION_BYTES + 1)
+        if len(data) > MAX_OPTION_BYTES:
+            raise OptionError(f'{path}: cannot read option file: larger than {MAX_OPTION_BYTES // 2**20} MiB')
+        text = data.decode('utf-8')
+    except UnicodeDecodeError as e:
+        line = data[:e.start].count(b'\n') + 1
+        raise OptionError(f'{path}: not UTF-8 text (byte 0x{data[e.start]:02x} on line {line}); save the option file '
+                          'as UTF-8') from e
     except OSError as e:
         raise OptionError(f'{path}: cannot read option file: {e.strerror or e}') from e
+    opt = yaml_load(text, source=path)
     if not isinstance(opt, dict):
         raise OptionError(f'{path}: an option file must be a YAML mapping, got {type(opt).__name__}')
     base = opt.pop('base', None)
@@ -179,7 +212,7 @@ def name_problem(value):
     """Why ``value`` cannot name an experiment or a stage (it becomes a folder name), or None."""
     if not isinstance(value, str):
         return f'must be a string, got {type(value).__name__} {value!r}'
-    if not NAME_RE.match(value):
+    if not NAME_RE.fullmatch(value):  # fullmatch: `$` alone would accept a trailing newline
         return (f'{value!r} cannot name a folder safely: use 1-128 letters, digits, "_", "-", "." '
                 'not starting with "." (no "/", no "..", no spaces)')
     return None

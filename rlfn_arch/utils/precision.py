@@ -1,8 +1,9 @@
 """Numeric precision and memory layout: what the hardware runs fast, detected, never assumed.
 
-``auto`` picks bf16 autocast only where the device computes bf16 natively: a CPU whose oneDNN reports
-native bf16 (AVX512_BF16 or AMX; on a CPU without them bf16 is emulated and slower than fp32), or a CUDA
-GPU with bf16 support. Everywhere else ``auto`` is fp32. An explicit ``bf16`` on a CPU without native
+``auto`` picks bf16 autocast only where the device computes bf16 natively: a CPU whose flags include
+AVX512_BF16 or AMX-BF16 (and whose oneDNN does not say no; on a CPU without them bf16 is emulated and
+slower than fp32, also on AVX-512 CPUs for which oneDNN reports bf16 support), or a CUDA GPU with bf16
+support. Everywhere else ``auto`` is fp32. An explicit ``bf16`` on a CPU without native
 support still runs, with one warning that names the reason. ``fp16`` runs on CUDA (with dynamic loss
 scaling in training); on a CPU it is emulated, runs, and warns likewise.
 
@@ -18,6 +19,8 @@ import torch
 from .report import cpu_name
 
 PRECISIONS = ('auto', 'fp32', 'bf16', 'fp16')
+#: CPU flags (``/proc/cpuinfo``) of native bf16 arithmetic: AVX512_BF16 (Cooper Lake, Zen 4 and later) or AMX.
+NATIVE_BF16_FLAGS = frozenset({'avx512_bf16', 'amx_bf16'})
 DTYPES = {'bf16': torch.bfloat16, 'fp16': torch.float16}
 _warned = set()
 
@@ -41,10 +44,15 @@ def native_bf16(device):
         return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
     if device.type != 'cpu':
         return False
-    try:  # oneDNN's own answer: AVX512_BF16 / AMX present and usable
+    # The instruction set decides. oneDNN's own answer cannot: PyTorch answers it through ideep, which says
+    # yes for any CPU with AVX-512 (Skylake-SP, Cascade Lake, Ice Lake), where bf16 is emulated and about 2x
+    # slower than fp32. It can only veto (a build without oneDNN bf16 kernels).
+    if not NATIVE_BF16_FLAGS & cpu_flags():
+        return False
+    try:
         return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
     except (AttributeError, RuntimeError):
-        return bool({'avx512_bf16', 'amx_bf16'} & cpu_flags())
+        return True
 
 
 def native_fp16(device):

@@ -4,15 +4,12 @@ Mirrors the post-processing in basicsr's ``parse_options`` (dataset phase and sc
 result folders, ``num_gpu: auto``) on options read by our safe loader, and resolves every relative
 path against the project root, so a command gives the same result from any working directory.
 """
-import logging
 import os
 import random
-import sys
 from os import path as osp
 
 import torch
 
-from basicsr.utils import logger as bl
 from basicsr.utils import set_random_seed
 
 from .options import OptionError
@@ -103,45 +100,6 @@ def finalize(opt, root, is_train, experiments_root=None, source='<options>'):
         opt['path']['log'] = res
         opt['path']['visualization'] = osp.join(res, 'visualization')
     return opt
-
-
-class _PrefixFilter(logging.Filter):
-
-    def __init__(self, prefix):
-        super().__init__()
-        self.prefix = prefix
-
-    def filter(self, record):
-        if self.prefix and not getattr(record, '_rlfn_prefixed', False):
-            record.msg = f'[{self.prefix}] {record.msg}'
-            record._rlfn_prefixed = True
-        return True
-
-
-def reset_basicsr_logger():
-    """Forget basicsr's 'basicsr' logger so the next get_root_logger() opens a new log file."""
-    lg = logging.getLogger('basicsr')
-    for h in list(lg.handlers):
-        lg.removeHandler(h)
-        h.close()
-    for f in list(lg.filters):
-        lg.removeFilter(f)
-    bl.initialized_logger.pop('basicsr', None)
-
-
-def logger_factory(original, prefix=None):
-    """Wrap basicsr's get_root_logger: console output to stdout, every line tagged with ``prefix``."""
-
-    def get_root_logger(*args, **kwargs):
-        lg = original(*args, **kwargs)
-        for h in lg.handlers:
-            if type(h) is logging.StreamHandler and h.stream is sys.stderr:
-                h.setStream(sys.stdout)
-        if prefix and not any(isinstance(f, _PrefixFilter) for f in lg.filters):
-            lg.addFilter(_PrefixFilter(prefix))
-        return lg
-
-    return get_root_logger
 
 
 def pick_device(name=None):

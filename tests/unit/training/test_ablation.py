@@ -8,7 +8,7 @@ import sys
 
 import pytest
 import torch
-from conftest import REPO, flatten, make_pairs
+from helpers import REPO, flatten, make_pairs
 
 from rlfn_arch.losses.contrastive_loss import ContrastiveLoss
 from rlfn_arch.training import stage_options

@@ -3,7 +3,7 @@ import glob
 import re
 
 import pytest
-from conftest import run_module, shared_path
+from helpers import run_module, shared_path
 
 PAPER = {  # Kong et al., CVPRW 2022: PSNR / SSIM on Y, border = scale
     ('rlfn_x4', 4): {'Set5': (32.24, 0.8952), 'Set14': (28.62, 0.7813)},

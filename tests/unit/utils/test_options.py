@@ -2,7 +2,7 @@ import glob
 import os
 
 import pytest
-from conftest import REPO, run_module
+from helpers import REPO, run_module
 
 from rlfn_arch.training import stage_options
 from rlfn_arch.utils.options import OptionError, check_options, load_options

@@ -9,7 +9,7 @@ import sys
 import time
 
 import torch
-from conftest import REPO, iters_in_log, tiny_options
+from helpers import REPO, iters_in_log, tiny_options
 
 from rlfn_arch.utils.checkpoint import safe_load
 

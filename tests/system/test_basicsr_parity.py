@@ -4,7 +4,7 @@ import os
 import sys
 
 import pytest
-from conftest import flatten
+from helpers import flatten
 
 from rlfn_arch.utils.options import check_options, load_options
 from rlfn_arch.utils.runtime import finalize

@@ -1,7 +1,7 @@
 """The package's floors, read from its source: library below, entry points on top, no import upward, no
 circle. Floors (an import may go to its own floor or lower):
 
-    0  utils, _compat
+    0  utils, basicsr_seam (the one module that reaches into basicsr's internals)
     1  archs, losses, data
     2  models, deploy (and rlfn_arch.fast, the documented name of deploy.fast)
     3  training, and the package root (which imports the floors below to register BasicSR classes)
@@ -13,11 +13,11 @@ Entry points never import each other (the ``rlfn`` command dispatches to them by
 import ast
 import os
 
-from conftest import REPO
+from helpers import REPO
 
 PKG = os.path.join(REPO, 'rlfn_arch')
 ENTRY = {'train', 'test', 'prepare', 'infer', 'export', 'quantize', 'convert', 'benchmark', 'compare', 'cli'}
-FLOOR = {'utils': 0, '_compat': 0, 'archs': 1, 'losses': 1, 'data': 1, 'models': 2, 'deploy': 2, 'fast': 2,
+FLOOR = {'utils': 0, 'basicsr_seam': 0, 'archs': 1, 'losses': 1, 'data': 1, 'models': 2, 'deploy': 2, 'fast': 2,
          'training': 3, '': 3}
 
 
@@ -107,3 +107,52 @@ def test_the_checker_catches_an_upward_import(tmp_path):
     found = imports('rlfn_arch.utils.bad', str(fake), known)
     assert found == {'rlfn_arch.training.runner', 'rlfn_arch.deploy', 'rlfn_arch.deploy.fast'}
     assert all(floor(f) > floor('rlfn_arch.utils.bad') for f in found)
+
+
+SEAM = 'rlfn_arch.basicsr_seam'
+
+
+def seam_problems(module, source):
+    """What ``source`` does that only the seam may do: import a private basicsr name, assign or setattr an
+    attribute of a basicsr module, or use the seam's ``swapped``."""
+    problems, basicsr_names = [], set()
+    tree = ast.parse(source)
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            for a in node.names:
+                if a.name.startswith('basicsr'):
+                    basicsr_names.add((a.asname or a.name).split('.')[0])
+                    if any(p.startswith('_') for p in a.name.split('.')):
+                        problems.append(f'{module}: imports the private {a.name}')
+        elif isinstance(node, ast.ImportFrom) and (node.module or '').startswith('basicsr'):
+            for a in node.names:
+                basicsr_names.add(a.asname or a.name)
+                if a.name.startswith('_') or any(p.startswith('_') for p in node.module.split('.')):
+                    problems.append(f'{module}: imports the private {node.module}.{a.name}')
+    for node in ast.walk(tree):
+        targets = node.targets if isinstance(node, ast.Assign) else [node.target] if isinstance(
+            node, (ast.AugAssign, ast.AnnAssign)) else []
+        for t in targets:
+            if isinstance(t, ast.Attribute) and isinstance(t.value, ast.Name) and t.value.id in basicsr_names:
+                problems.append(f'{module}: assigns {t.value.id}.{t.attr}')
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id in ('setattr', 'swapped'):
+            first = node.args[0] if node.args else None
+            if node.func.id == 'swapped' or (isinstance(first, ast.Name) and first.id in basicsr_names):
+                problems.append(f'{module}: {node.func.id}() on a basicsr module')
+    return problems
+
+
+def test_only_the_seam_reaches_into_basicsr():
+    problems = []
+    for mod, path in sorted(modules().items()):
+        if mod != SEAM:
+            problems += seam_problems(mod, open(path).read())
+    assert not problems, '\n'.join(problems)
+
+
+def test_the_seam_rule_catches_a_swap_and_a_private_import():
+    bad = ('import basicsr.train as bt\nfrom basicsr.utils.logger import _private\nbt.build_model = None\n'
+           'from basicsr.utils import lmdb_util\nsetattr(lmdb_util, "tqdm", None)\n')
+    found = seam_problems('rlfn_arch.data.bad', bad)
+    assert len(found) == 3 and any('_private' in f for f in found) and any('bt.build_model' in f for f in found)
+    assert any('setattr' in f for f in found)

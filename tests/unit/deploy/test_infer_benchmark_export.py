@@ -5,7 +5,7 @@ import cv2
 import numpy as np
 import pytest
 import torch
-from conftest import run_module, tiny_options
+from helpers import run_module, tiny_options
 
 from rlfn_arch.archs import PRESETS, RLFN
 from rlfn_arch.deploy.efficiency import count_ntire

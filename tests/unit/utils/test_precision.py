@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 import yaml
-from conftest import make_pairs, run_module, tiny_options
+from helpers import make_pairs, run_module, tiny_options
 
 from rlfn_arch.archs.rlfn_arch import RLFN
 from rlfn_arch.utils import precision as P

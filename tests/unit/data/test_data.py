@@ -4,7 +4,7 @@ import os
 import cv2
 import numpy as np
 import pytest
-from conftest import make_pairs, run_module, shared_path
+from helpers import make_pairs, run_module, shared_path
 
 from rlfn_arch.data import builders
 from rlfn_arch.data.checks import check_paired_folders

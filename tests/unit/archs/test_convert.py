@@ -2,7 +2,7 @@ import os
 
 import pytest
 import torch
-from conftest import OFFICIAL, run_module, shared_path
+from helpers import OFFICIAL, run_module, shared_path
 
 from rlfn_arch.archs import RLFN
 from rlfn_arch.archs.rlfn_weights import convert

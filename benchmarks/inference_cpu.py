@@ -11,9 +11,7 @@ RLFN-S x4 weights, when ../shared is present).
 """
 import argparse
 import os
-import statistics
 import tempfile
-import time
 
 import torch
 from _common import SHARED, benchmark_psnr_y, report
@@ -21,22 +19,11 @@ from torch.nn import functional as F
 
 import rlfn_arch  # noqa: F401
 from rlfn_arch.archs import PRESETS, RLFN
-from rlfn_arch.deploy.efficiency import count_ntire
+from rlfn_arch.deploy.efficiency import count_ntire, median_ms
 from rlfn_arch.deploy.fast import optimize_for_inference
 from rlfn_arch.deploy.onnx import export_onnx
 from rlfn_arch.deploy.quantize import calibration_patches, quantize
 from rlfn_arch.utils.precision import native_bf16
-
-
-def median_ms(fn, runs, warmup=3):
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(runs):
-        t = time.perf_counter()
-        fn()
-        times.append((time.perf_counter() - t) * 1000)
-    return statistics.median(times)
 
 
 def conv_peak_gflops(threads, runs):

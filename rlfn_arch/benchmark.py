@@ -12,14 +12,13 @@ import sys
 import torch
 
 import rlfn_arch  # noqa: F401
-from rlfn_arch.archs.rlfn_weights import load_model
 from rlfn_arch.deploy.efficiency import benchmark, time_model
 from rlfn_arch.deploy.fast import optimize_for_inference
 from rlfn_arch.deploy.onnx import OnnxRLFN
+from rlfn_arch.deploy.source import add_model_args, open_model
 from rlfn_arch.utils.fs import atomic_write
-from rlfn_arch.utils.precision import PRECISIONS, resolve_precision
+from rlfn_arch.utils.precision import PRECISIONS
 from rlfn_arch.utils.report import format_table
-from rlfn_arch.utils.runtime import pick_device
 
 
 def print_table(rows):
@@ -31,11 +30,7 @@ def print_table(rows):
 
 def main(argv=None):
     p = argparse.ArgumentParser(prog='python -m rlfn_arch.benchmark', description=__doc__.split('\n\n')[0])
-    src = p.add_mutually_exclusive_group(required=True)
-    src.add_argument('--preset', choices=['rlfn', 'rlfn_s', 'rlfn_ntire'], help='a published configuration')
-    src.add_argument('--model_path', help='a checkpoint (settings read from its tensors)')
-    p.add_argument('--opt', default=None, help='option file whose network_g to use with --model_path')
-    p.add_argument('--scale', type=int, default=4, choices=[2, 3, 4], help='upscale for --preset (default 4)')
+    add_model_args(p, preset=True, device=False, precision=None)
     p.add_argument('--size', type=int, nargs=2, default=[256, 256], metavar=('H', 'W'), help='LR input (256 256)')
     p.add_argument('--runs', type=int, default=10)
     p.add_argument('--warmup', type=int, default=3)
@@ -48,17 +43,12 @@ def main(argv=None):
     p.add_argument('--onnx', nargs='+', default=[], help='also time these ONNX models (fp32 or int8) with ONNX Runtime')
     p.add_argument('--json', default='benchmark.json', help='output JSON (default benchmark.json)')
     args = p.parse_args(argv)
-    device = pick_device(args.device)
     try:
-        net, cfg = load_model(args.model_path, args.opt, preset=args.preset, scale=args.scale, device=device)
+        model = open_model(args)
     except (ValueError, OSError) as e:  # CheckpointError (missing, unsafe, non-finite) is a ValueError
         print(f'error: {e}', file=sys.stderr)
         return 2
-    name = args.preset or os.path.basename(args.model_path)
-    precision = resolve_precision(args.precision, device)
-    if precision == 'fp16' and device.type != 'cuda':
-        print('error: --precision fp16 needs a CUDA device', file=sys.stderr)
-        return 2
+    net, cfg, device, precision, name = model.net, model.cfg, model.device, model.precision, model.name
     eager = net if precision == 'fp32' else optimize_for_inference(net, precision, channels_last=False)
     rows = [benchmark(eager, name, cfg['upscale'], tuple(args.size), args.runs, args.warmup, device, args.threads)]
     if args.fast:

@@ -13,12 +13,10 @@ import numpy as np
 import torch
 
 import rlfn_arch  # noqa: F401
-from rlfn_arch.archs.rlfn_weights import load_model
-from rlfn_arch.data.image_io import list_images, write_png
+from rlfn_arch.data.image_io import ImageReadError, list_images, read_bgr, write_png
 from rlfn_arch.data.matlab_resize import bicubic_upsample
 from rlfn_arch.deploy.fast import optimize_for_inference
-from rlfn_arch.utils.precision import PRECISIONS, resolve_precision
-from rlfn_arch.utils.runtime import pick_device
+from rlfn_arch.deploy.source import add_model_args, open_model
 
 from basicsr.metrics import calculate_psnr
 
@@ -66,35 +64,33 @@ def main(argv=None):
     p = argparse.ArgumentParser(prog='python -m rlfn_arch.compare', description=__doc__.split('\n\n')[0])
     p.add_argument('--hr', required=True)
     p.add_argument('--lr', required=True)
-    p.add_argument('--model_path', required=True)
+    add_model_args(p, opt=False, precision='fp32')
     p.add_argument('--name', default='RLFN')
     p.add_argument('--model_path2', default=None, help='an optional second model')
     p.add_argument('--name2', default='model 2')
     p.add_argument('--filename_tmpl', default='{}x{s}')
     p.add_argument('--crop', type=int, nargs=3, default=None, metavar=('X', 'Y', 'SIZE'), help='HR crop')
     p.add_argument('-o', '--output', required=True)
-    p.add_argument('--precision', default='fp32', choices=PRECISIONS,
-                   help='fp32 (default), auto (bf16 where native), bf16, fp16 (CUDA)')
     args = p.parse_args(argv)
-    device = pick_device()
     try:
-        net, cfg = load_model(args.model_path, device=device)
-        nets = [(args.name, net)]
+        model = open_model(args)
+        nets = [(args.name, model.net)]
         if args.model_path2:
-            nets.append((args.name2, load_model(args.model_path2, device=device)[0]))
+            nets.append((args.name2, open_model(args, args.model_path2).net))
     except (ValueError, OSError) as e:
         print(f'error: {e}', file=sys.stderr)
         return 2
-    precision = resolve_precision(args.precision, device)
+    cfg, device, precision = model.cfg, model.device, model.precision
     models = [(n, m if precision == 'fp32' else optimize_for_inference(m, precision), device) for n, m in nets]
     s = cfg['upscale']
     os.makedirs(args.output, exist_ok=True)
     for name in list_images(args.hr)[0]:
         stem, ext = os.path.splitext(name)
-        lr = cv2.imread(os.path.join(args.lr, args.filename_tmpl.replace('{s}', str(s)).format(stem) + ext))
-        hr = cv2.imread(os.path.join(args.hr, name))
-        if lr is None or hr is None:
-            print(f'skipped {name}: no readable LR/HR pair', file=sys.stderr)
+        try:
+            lr = read_bgr(os.path.join(args.lr, args.filename_tmpl.replace('{s}', str(s)).format(stem) + ext))
+            hr = read_bgr(os.path.join(args.hr, name))
+        except ImageReadError as e:
+            print(f'skipped {name}: no readable LR/HR pair ({e})', file=sys.stderr)
             continue
         img, psnr = compare_one(hr, lr, s, models, args.crop)
         write_png(os.path.join(args.output, f'{stem}_compare.png'), img)

@@ -11,17 +11,13 @@ import sys
 import tempfile
 
 import rlfn_arch  # noqa: F401
-from rlfn_arch.archs.rlfn_weights import load_model
 from rlfn_arch.deploy.onnx import check_onnx, export_onnx, to_fp16
+from rlfn_arch.deploy.source import add_model_args, open_model
 
 
 def main(argv=None):
     p = argparse.ArgumentParser(prog='python -m rlfn_arch.export', description=__doc__.split('\n\n')[0])
-    src = p.add_mutually_exclusive_group(required=True)
-    src.add_argument('--model_path', help='checkpoint; network settings read from its tensors')
-    src.add_argument('--preset', choices=['rlfn', 'rlfn_s', 'rlfn_ntire'], help='random weights (testing)')
-    p.add_argument('--opt', default=None, help='option file whose network_g to use')
-    p.add_argument('--scale', type=int, default=4, choices=[2, 3, 4])
+    add_model_args(p, preset=True, device=False, precision=None)
     p.add_argument('--output', required=True, help='the .onnx file to write')
     p.add_argument('--opset', type=int, default=17)
     p.add_argument('--atol', type=float, default=1e-4)
@@ -30,7 +26,8 @@ def main(argv=None):
     if args.opset < 17:
         p.error('--opset must be 17 or newer')
     try:
-        net, cfg = load_model(args.model_path, args.opt, preset=args.preset, scale=args.scale)
+        model = open_model(args)
+        net, cfg = model.net, model.cfg
     except (ValueError, OSError) as e:
         print(f'error: {e}', file=sys.stderr)
         return 2

@@ -15,17 +15,14 @@ import time
 
 import cv2
 import numpy as np
-import torch
 from tqdm import tqdm
 
 import rlfn_arch  # noqa: F401
-from rlfn_arch.archs.rlfn_weights import load_model
 from rlfn_arch.data.image_io import IMG_EXTENSIONS, ImageReadError, header_size, read_unchanged, write_image
 from rlfn_arch.deploy.fast import optimize_for_inference
-from rlfn_arch.deploy.onnx import OnnxRLFN
+from rlfn_arch.deploy.source import add_model_args, open_model
 from rlfn_arch.deploy.upscaler import DEFAULT_TILE, DEFAULT_TILE_PAD, Upscaler
-from rlfn_arch.utils.precision import PRECISIONS, describe, resolve_channels_last, resolve_precision
-from rlfn_arch.utils.runtime import pick_device
+from rlfn_arch.utils.precision import PRECISIONS, describe, resolve_channels_last
 
 
 def _inputs(path, output=None):
@@ -72,17 +69,11 @@ def run(args):
 
     files = _inputs(args.input, args.output)
     outs = plan_outputs(files, args)  # refuse in-place writes before loading anything
-    device = pick_device(args.device)
-    if args.onnx:
-        net = OnnxRLFN(args.onnx)
-        cfg, device = {'upscale': net.upscale}, torch.device('cpu')
-    else:
-        net, cfg = load_model(args.model_path, args.opt, input_range=args.input_range, device=device)
-    precision = 'fp32'
-    if not args.onnx:
-        precision = resolve_precision('fp16' if args.half else args.precision, device)
-        if precision == 'fp16' and device.type != 'cuda':
-            raise ValueError('--precision fp16 (--half) needs a CUDA device: fp16 convolutions are emulated on CPU')
+    if args.half:
+        args.precision = 'fp16'
+    model = open_model(args)
+    net, cfg, device, precision = model.net, model.cfg, model.device, model.precision
+    if model.kind != 'onnx':
         layout = args.fast or resolve_channels_last(args.channels_last, device)
         if layout or precision != 'fp32':  # channels_last and/or autocast; never compiled per image
             net = optimize_for_inference(net, precision=precision, channels_last=layout)
@@ -121,12 +112,7 @@ def build_parser():
     p = argparse.ArgumentParser(prog='python -m rlfn_arch.infer', description=__doc__.split('\n\n')[0])
     p.add_argument('-i', '--input', required=True, help='image file or folder')
     p.add_argument('-o', '--output', required=True, help='output folder (or file, for one input image)')
-    src = p.add_mutually_exclusive_group(required=True)
-    src.add_argument('--model_path', help='checkpoint (BasicSR {"params": ...} or converted official)')
-    src.add_argument('--onnx', help='an exported ONNX model (fp32 from rlfn_arch.export or int8 from '
-                     'rlfn_arch.quantize), run with ONNX Runtime on CPU')
-    p.add_argument('--opt', default=None, help='option file whose network_g to use (default: read from the weights)')
-    p.add_argument('--input_range', type=float, default=1.0, help='255 for unconverted official RLFN files')
+    add_model_args(p, onnx=True, input_range=True, device=False, precision=None)
     p.add_argument('--tile', type=int, default=DEFAULT_TILE,
                    help=f'LR tile size, 0 = whole image (default {DEFAULT_TILE})')
     p.add_argument('--tile_pad', type=int, default=DEFAULT_TILE_PAD,

@@ -108,17 +108,20 @@ def main(argv=None):
             summaries = build_df2k(args.div2k, args.flickr2k, args.output, args.scales, workers=args.workers,
                                  overwrite=args.overwrite)
         elif args.cmd == 'sample':
-            build_sample_dataset(args.output or os.path.join(project_root(), 'datasets', 'sample'), args.workers,
-                                 args.overwrite)
-            summaries = []
+            summaries = build_sample_dataset(args.output or os.path.join(project_root(), 'datasets', 'sample'),
+                                             args.workers, args.overwrite)
         elif args.cmd == 'check':
-            return 1 if check_pair(args.hr, args.lr, args.scale, args.filename_tmpl, args.deep, args.workers) else 0
+            count, report = check_pair(args.hr, args.lr, args.scale, args.filename_tmpl, args.deep, args.workers)
+            print('\n'.join(report))
+            return 1 if count else 0
     except WriteError as e:  # a full disk or a read-only folder while writing: no partial output is left
         print(f'error: {e}', file=sys.stderr)
         return 4
     except (PrepareError, OSError) as e:  # bad paths: an output that is a file, a missing folder, ...
         print(f'error: {e}', file=sys.stderr)
         return 2
+    for summ in summaries:
+        print('\n' + '\n'.join(summ.lines()))
     failed = sum(len(s.failed) for s in summaries)
     if failed:
         print(f'error: {failed} input(s) failed (listed above); the others were written', file=sys.stderr)

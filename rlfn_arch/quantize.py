@@ -9,22 +9,22 @@ import sys
 import tempfile
 
 import rlfn_arch  # noqa: F401
-from rlfn_arch.archs.rlfn_weights import load_model
 from rlfn_arch.deploy.onnx import export_onnx
 from rlfn_arch.deploy.quantize import calibration_patches, quantize
+from rlfn_arch.deploy.source import add_model_args, open_model
 
 
 def main(argv=None):
     """Exit codes: 0 written; 2 unusable weights or calibration images (nothing written); 4 the output
     could not be written (nothing partial left)."""
     p = argparse.ArgumentParser(prog='python -m rlfn_arch.quantize', description=__doc__.split('\n\n')[0])
-    p.add_argument('--model_path', required=True)
+    add_model_args(p, opt=False, device=False, precision=None)
     p.add_argument('--output', required=True, help='int8 .onnx to write')
     p.add_argument('--calib', default=None, help='folder of LR images (default: the sample dataset, x4)')
     p.add_argument('--num_patches', type=int, default=32)
     args = p.parse_args(argv)
     try:
-        net, cfg = load_model(args.model_path)
+        net = open_model(args).net
         patches = calibration_patches(args.calib, args.num_patches)
     except (ValueError, OSError) as e:  # unreadable or non-finite weights, a bad calibration folder
         print(f'error: {e}', file=sys.stderr)

@@ -107,6 +107,9 @@ class RLFN(nn.Module):
     Shape: (N, in_channels, H, W) -> (N, out_channels, H * upscale, W * upscale). No clamping.
     """
 
+    #: The smallest LR patch ``forward_features`` accepts (the option checker reads it through the registry).
+    min_input_size = MIN_INPUT_SIZE
+
     def __init__(self,
                  upscale=4,
                  in_channels=3,

@@ -10,7 +10,7 @@ import os
 import re
 from collections import OrderedDict
 
-from rlfn_arch.utils.checkpoint import CheckpointError, atomic_save, check_finite, safe_load
+from rlfn_arch.utils.checkpoint import CheckpointError, atomic_save, check_finite, safe_load, strip_module
 from rlfn_arch.utils.options import load_options
 
 from .rlfn_arch import PRESETS, RLFN
@@ -31,11 +31,9 @@ def _unwrap(obj, path):
 def normalize_keys(state_dict, path='<state dict>'):
     """Map any known RLFN key layout (released code, NTIRE 2022 challenge, DDP 'module.') to ours."""
     out = OrderedDict()
-    for key, value in state_dict.items():
+    for key, value in strip_module(state_dict).items():
         if not hasattr(value, 'shape'):
             raise CheckpointError(f'{path}: entry {key!r} is not a tensor')
-        if key.startswith('module.'):
-            key = key[len('module.'):]
         for pattern, repl in _NTIRE_RENAMES:
             key = re.sub(pattern, repl, key)
         out[key] = value

@@ -7,10 +7,9 @@ import tempfile
 import cv2
 import lmdb
 import numpy as np
-from PIL import Image
 from tqdm import tqdm
 
-from rlfn_arch.data.image_io import ImageReadError, decode_unchanged
+from rlfn_arch.data.image_io import ImageReadError, decode_unchanged, header_size
 
 from .image_io import list_images
 
@@ -22,11 +21,9 @@ _END_MARKERS = {'.png': b'IEND', '.jpg': b'\xff\xd9', '.jpeg': b'\xff\xd9'}
 
 def _size(path):
     """(w, h) from the header, or a string saying why the file is unusable (unreadable, truncated)."""
-    try:
-        with Image.open(path) as im:
-            size = im.size
-    except Exception as e:
-        return f'unreadable ({type(e).__name__})'
+    size = header_size(path)
+    if size is None:
+        return 'unreadable (no image header that PIL can identify)'
     marker = _END_MARKERS.get(os.path.splitext(path)[1].lower())
     if marker:
         with open(path, 'rb') as f:

@@ -114,6 +114,17 @@ def read_image(path, notes=None):
     return img
 
 
+def read_bgr(path):
+    """Read an image as uint8 BGR (H, W, 3), greyscale expanded, as ``cv2.imread(path, IMREAD_COLOR)`` gives it,
+    through :func:`read_image`'s checks.
+
+    Raises:
+        ImageReadError: the file cannot be used; the message names the file.
+    """
+    img = read_image(path)
+    return np.repeat(img[:, :, None], 3, axis=2) if img.ndim == 2 else img
+
+
 def write_png(path, img):
     """Write a PNG atomically (:func:`rlfn_arch.utils.fs.atomic_write`): no partial file is left behind."""
     write_image(path, img)

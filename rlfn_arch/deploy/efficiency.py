@@ -49,7 +49,6 @@ def count_ntire(net, lr_hw=(256, 256), in_channels=3):
     return params, stats['flops'], stats['acts'], stats['convs']
 
 
-
 def time_model(net, x, runs=10, warmup=3):
     """Median milliseconds of ``net(x)`` after ``warmup`` calls."""
     cuda = x.is_cuda
@@ -71,6 +70,18 @@ def time_model(net, x, runs=10, warmup=3):
                 times.append(ms)
     return statistics.median(times)
 
+
+def median_ms(fn, runs, warmup=3):
+    """Median wall time of ``fn()`` in ms over ``runs`` calls after ``warmup`` (CPU work; for a network on a
+    GPU use :func:`time_model`, which times with CUDA events)."""
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(runs):
+        t = time.perf_counter()
+        fn()
+        times.append((time.perf_counter() - t) * 1000)
+    return statistics.median(times)
 
 
 def benchmark(net, name, scale, lr_hw=(256, 256), runs=10, warmup=3, device=None, threads=None, path=None):

@@ -7,9 +7,10 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
+from rlfn_arch.archs.rlfn_arch import MIN_INPUT_SIZE
 from rlfn_arch.utils.fs import atomic_write
 
-CHECK_SIZES = [(15, 15), (17, 23), (64, 64), (120, 80), (256, 256)]
+CHECK_SIZES = [(MIN_INPUT_SIZE, MIN_INPUT_SIZE), (17, 23), (64, 64), (120, 80), (256, 256)]
 
 
 class _Export(torch.nn.Module):
@@ -24,7 +25,6 @@ class _Export(torch.nn.Module):
         return self.net.forward_features(x)
 
 
-
 def export_onnx(net, path, opset=17):
     net = net.eval().cpu()
     x = torch.rand(1, net.conv_1.in_channels, 32, 32)
@@ -33,7 +33,6 @@ def export_onnx(net, path, opset=17):
         dynamic_axes={'lq': {0: 'batch', 2: 'height', 3: 'width'},
                       'sr': {0: 'batch', 2: 'out_height', 3: 'out_width'}}, dynamo=False))
     return path
-
 
 
 def check_onnx(net, path, sizes=CHECK_SIZES, batch=1, seed=0):
@@ -53,7 +52,6 @@ def check_onnx(net, path, sizes=CHECK_SIZES, batch=1, seed=0):
         # NaN defeats max() comparisons; a non-finite output on either side is an infinite difference
         out.append((h, w, float(diff.max()) if np.isfinite(diff).all() else float('inf')))
     return out
-
 
 
 class OnnxRLFN:
@@ -76,7 +74,7 @@ class OnnxRLFN:
 
     def __call__(self, x):
         h, w = x.shape[-2:]
-        ph, pw = max(0, 15 - h), max(0, 15 - w)
+        ph, pw = max(0, MIN_INPUT_SIZE - h), max(0, MIN_INPUT_SIZE - w)
         if ph or pw:
             x = F.pad(x, (0, pw, 0, ph), mode='replicate')
         y = torch.from_numpy(self.sess.run(None, {'lq': np.ascontiguousarray(x.detach().cpu().float().numpy())})[0])
@@ -84,7 +82,6 @@ class OnnxRLFN:
 
     def eval(self):
         return self
-
 
 
 def to_fp16(path, out_path):

@@ -15,10 +15,8 @@ class ImageTooLargeError(ValueError):
     """An image whose upscaled output would not fit the memory budget."""
 
 
-
 class NonFiniteOutputError(ValueError):
     """The network produced NaN or Inf."""
-
 
 
 def _ramp(n, left, right, pad):
@@ -31,7 +29,6 @@ def _ramp(n, left, right, pad):
         if right:
             w[-pad:] = np.minimum(w[-pad:], r[::-1][-min(n, pad):])
     return w
-
 
 
 def tiled_rows(net, x, scale, tile, tile_pad):
@@ -75,11 +72,9 @@ def tiled_rows(net, x, scale, tile, tile_pad):
             acc, wsum, acc_r0 = acc[:, n:].clone(), wsum[:, n:].clone(), done
 
 
-
 def tiled_forward(net, x, scale, tile, tile_pad):
     """:func:`tiled_rows` assembled into one (1, C, sH, sW) float32 tensor (holds the whole output)."""
     return torch.cat([strip for _, _, strip in tiled_rows(net, x, scale, tile, tile_pad)], 1)[None]
-
 
 
 def default_memory_budget():
@@ -88,7 +83,6 @@ def default_memory_budget():
         return os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') // 2
     except (ValueError, OSError, AttributeError):  # pragma: no cover - non-POSIX
         return 8 << 30
-
 
 
 class Upscaler:

@@ -105,7 +105,6 @@ class VGG19Extractor(nn.Module):
     def __init__(self, weights_path, layers):
         super().__init__()
 
-
         if not weights_path or not os.path.isfile(weights_path):
             raise FileNotFoundError(
                 f'ContrastiveLoss: vgg_weights={weights_path!r} not found. The vgg19 extractor needs a local copy '

@@ -33,7 +33,7 @@ import numpy as np
 import torch
 from torch.nn.parallel import DistributedDataParallel
 
-from rlfn_arch.utils.checkpoint import atomic_save, check_finite, safe_load
+from rlfn_arch.utils.checkpoint import CheckpointError, atomic_save, check_finite, safe_load, strip_module
 from rlfn_arch.utils.precision import autocast, describe, resolve_channels_last, resolve_precision
 
 from basicsr.losses import build_loss
@@ -202,10 +202,10 @@ class WarmStartModel(SRModel):
     # ------------------------------------------------------------------------------------ saving
     def _check_finite_weights(self, nets, what):
         for net in nets:
-            for name, p in self.get_bare_model(net).state_dict().items():
-                if p.is_floating_point() and not torch.isfinite(p).all():
-                    raise NonFiniteLossError(f'refusing to save {what}: {name} has non-finite values '
-                                             f'(stage {self._stage()})')
+            try:
+                check_finite(self.get_bare_model(net).state_dict(), what)
+            except CheckpointError as e:
+                raise NonFiniteLossError(f'refusing to save: {e} (stage {self._stage()})') from e
 
     @master_only
     def save_network(self, net, net_label, current_iter, param_key='params'):
@@ -217,8 +217,7 @@ class WarmStartModel(SRModel):
         save_dict = {}
         for net_, key in zip(nets, keys):
             state_dict = self.get_bare_model(net_).state_dict()
-            save_dict[key] = OrderedDict((k[7:] if k.startswith('module.') else k, v.detach().cpu().clone())
-                                         for k, v in state_dict.items())
+            save_dict[key] = OrderedDict((k, v.detach().cpu().clone()) for k, v in strip_module(state_dict).items())
         atomic_save(save_dict, save_path)
 
     @master_only
@@ -251,7 +250,7 @@ class WarmStartModel(SRModel):
                 raise KeyError(f'{load_path}: no "{param_key}" entry (keys: {list(load_net)[:5]})')
             load_net = load_net[param_key]
         logger.info(f'Loading {net.__class__.__name__} model from {load_path}, with param key: [{param_key}].')
-        load_net = OrderedDict((k[7:] if k.startswith('module.') else k, v) for k, v in load_net.items())
+        load_net = OrderedDict(strip_module(load_net))
         check_finite(load_net, load_path)
         self._print_different_keys_loading(net, load_net, strict)
         net.load_state_dict(load_net, strict=strict)

@@ -34,7 +34,6 @@ def init_dist(launcher, opt):
     return dist.get_rank(), dist.get_world_size()
 
 
-
 def check_replicas(model, label):
     """After a DDP stage, check that every rank holds bit-identical generator weights (a rank that
     drifted would mean the run is not what rank 0 saved); rank 0 logs the result, a mismatch raises."""
@@ -49,7 +48,6 @@ def check_replicas(model, label):
         raise RuntimeError(f'[{label}] DDP replicas differ after the stage: {digests}')
     if dist.get_rank() == 0:
         print(f'[{label}] DDP replicas identical on {len(digests)} ranks (sha256 {digests[0][:16]})', flush=True)
-
 
 
 def barrier():

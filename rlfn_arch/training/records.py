@@ -34,7 +34,6 @@ def find_resume_state(stage_dir, device, log=print):
     return None, None
 
 
-
 class StageRecords:
     """``stages.json``: each stage's status, final checkpoint and last validation metrics (rank 0 writes).
 

@@ -2,9 +2,7 @@
 import copy
 from os import path as osp
 
-import cv2
-
-from rlfn_arch.data.image_io import list_images
+from rlfn_arch.data.image_io import ImageReadError, list_images, read_bgr
 from rlfn_arch.data.matlab_resize import bicubic_upsample
 from rlfn_arch.utils.report import format_table
 
@@ -13,7 +11,6 @@ from basicsr.metrics import calculate_metric
 
 def bicubic_baseline(opt):
     """PSNR/SSIM of MATLAB-bicubic upsampling on the first validation set, with the val metrics' settings."""
-
 
     val = next((d for p, d in opt['datasets'].items() if p.startswith('val')), None)
     metrics = (opt.get('val') or {}).get('metrics')
@@ -24,9 +21,10 @@ def bicubic_baseline(opt):
     sums, n = {k: 0.0 for k in metrics}, 0
     for name in list_images(val['dataroot_gt'])[0]:
         stem, ext = osp.splitext(name)
-        gt = cv2.imread(osp.join(val['dataroot_gt'], name), cv2.IMREAD_COLOR)
-        lq = cv2.imread(osp.join(val['dataroot_lq'], tmpl.format(stem) + ext), cv2.IMREAD_COLOR)
-        if gt is None or lq is None:
+        try:
+            gt = read_bgr(osp.join(val['dataroot_gt'], name))
+            lq = read_bgr(osp.join(val['dataroot_lq'], tmpl.format(stem) + ext))
+        except ImageReadError:
             continue
         up = bicubic_upsample(lq, s)
         gt = gt[:lq.shape[0] * s, :lq.shape[1] * s]
@@ -34,7 +32,6 @@ def bicubic_baseline(opt):
             sums[k] += calculate_metric({'img': up, 'img2': gt}, copy.deepcopy(mopt))
         n += 1
     return {k: v / n for k, v in sums.items()} if n else {}
-
 
 
 def print_summary(records, stage_names, baseline, scale):

@@ -30,7 +30,6 @@ def stage_options(raw, source):
     return out
 
 
-
 def _sample_folder(root):
     return osp.join(root, 'datasets', 'sample')
 
@@ -47,7 +46,7 @@ def ensure_sample_dataset(options, root):
         rank = int(os.environ.get('RANK', os.environ.get('SLURM_PROCID', 0)))
         if rank == 0:
             print(f'preparing the embedded default dataset in {sample} ...', flush=True)
-            build_sample_dataset(sample)
+            print(build_sample_dataset(sample)[-1].notes[-1], flush=True)
         else:  # under torchrun/slurm only rank 0 builds it; the others wait for sample.json
             deadline = time.time() + 600
             while not sample_ready(sample) and time.time() < deadline:

@@ -16,7 +16,7 @@ import warnings
 
 import torch
 
-from .report import cpu_name
+from .report import cpu_name, cpuinfo_field
 
 PRECISIONS = ('auto', 'fp32', 'bf16', 'fp16')
 #: CPU flags (``/proc/cpuinfo``) of native bf16 arithmetic: AVX512_BF16 (Cooper Lake, Zen 4 and later) or AMX.
@@ -27,14 +27,7 @@ _warned = set()
 
 def cpu_flags():
     """The CPU feature flags from /proc/cpuinfo (empty where it is not readable)."""
-    try:
-        with open('/proc/cpuinfo') as f:
-            for line in f:
-                if line.startswith('flags'):
-                    return set(line.split(':', 1)[1].split())
-    except OSError:
-        pass
-    return set()
+    return set((cpuinfo_field('flags') or '').split())
 
 
 def native_bf16(device):

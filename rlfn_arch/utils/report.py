@@ -24,13 +24,20 @@ def _cell(value):
     return '-' if value is None else str(value)
 
 
-def cpu_name():
-    """The CPU model as /proc/cpuinfo names it (e.g. 'AMD EPYC'), else what the platform module says."""
+def cpuinfo_field(name):
+    """The first value of ``name`` in /proc/cpuinfo ('model name', 'flags', ...), or None where it is not
+    readable (not Linux) or absent."""
     try:
         with open('/proc/cpuinfo') as f:
             for line in f:
-                if line.startswith('model name'):
-                    return line.split(':', 1)[1].strip()
+                key, _, value = line.partition(':')
+                if key.strip() == name:
+                    return value.strip()
     except OSError:
         pass
-    return platform.processor() or platform.machine()
+    return None
+
+
+def cpu_name():
+    """The CPU model as /proc/cpuinfo names it (e.g. 'AMD EPYC'), else what the platform module says."""
+    return cpuinfo_field('model name') or platform.processor() or platform.machine()

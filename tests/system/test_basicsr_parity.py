@@ -144,8 +144,6 @@ val:
 '''
 
 
-
-
 @pytest.mark.parametrize('kind', ['train', 'test'])
 def test_our_finalized_options_match_basicsr_parse_options(tmp_path, monkeypatch, kind):
     path = tmp_path / f'{kind}.yml'

@@ -34,8 +34,6 @@ def _stages(name):
     return stage_options(load_options(path), path)  # runs the strict option check on every stage
 
 
-
-
 def _diff(a, b):
     fa, fb = flatten(a), flatten(b)
     return {k for k in fa.keys() | fb.keys() if fa.get(k) != fb.get(k)} - {'name'}

@@ -29,10 +29,12 @@ def _fake_content(out_dir, workers):
         open(os.path.join(out_dir, split, 'HR', 'x.png'), 'wb').write(b'png')
     with open(os.path.join(out_dir, 'sample.json'), 'w') as f:
         json.dump({'version': 2, 'source': 'scikit-image data'}, f)
+    return []
 
 
 def test_prepare_sample_never_deletes_a_folder_it_did_not_make(tmp_path, monkeypatch):
     from rlfn_arch.data import builders
+    from rlfn_arch.data.builders import sample as sample_builder
     mine = tmp_path / 'mine'
     (mine / 'photos').mkdir(parents=True)
     (mine / 'notes.txt').write_text('keep me')
@@ -42,7 +44,7 @@ def test_prepare_sample_never_deletes_a_folder_it_did_not_make(tmp_path, monkeyp
     assert proc.returncode == 2 and str(mine) in proc.stderr and '--overwrite' in proc.stderr
     assert snapshot(mine) == before
     # --overwrite adds the dataset beside the user's files; a clashing train/ of theirs is archived, not deleted
-    monkeypatch.setattr(builders, '_build_sample_into', _fake_content)
+    monkeypatch.setattr(sample_builder, '_build_sample_into', _fake_content)
     (mine / 'train').mkdir()
     (mine / 'train' / 'own.txt').write_text('theirs')
     stale_ours, stale_other = tmp_path / '.mine.tmp-1', tmp_path / '.mine.tmp-2'

@@ -1,221 +1,32 @@
-"""Safe option loading and strict option checking.
-
-Why not basicsr's ``parse_options``: it parses YAML with PyYAML's full ``Loader`` (a downloaded file can
-run ``!!python/object/apply`` tags), applies ``--force_yml`` with ``exec``, reads every key with
-``.get()`` (a typo silently trains something else) and initialises distributed training with a
-hard-coded nccl backend. This module keeps BasicSR's ordered-mapping behaviour and its post-processing
-of the options, and replaces those parts.
-"""
-import copy
+"""Strict option checks: every unknown key, wrong type and out-of-range value, listed with the file,
+the key path and what was expected (with a "did you mean")."""
 import difflib
 import inspect
-import os
-import re
-from collections import OrderedDict
-from types import MappingProxyType
 
 import torch
-import yaml
 
 from basicsr.models import lr_scheduler
 from basicsr.utils.registry import ARCH_REGISTRY, DATASET_REGISTRY, LOSS_REGISTRY, METRIC_REGISTRY, MODEL_REGISTRY
 
-#: Option files are small; a larger file is a mistake (a dataset given as -opt), refused before parsing.
-MAX_OPTION_BYTES = 4 * 2**20
-
-
-class OptionError(ValueError):
-    """An option file that cannot be used, with the file, the key path and what was expected."""
-
-
-# ----------------------------------------------------------------------------------------- loading
-class _SafeOrderedLoader(yaml.SafeLoader):
-    """SafeLoader (no Python object construction) that returns OrderedDict mappings like BasicSR's.
-
-    Anchors and aliases (``&a`` / ``*a``, ``<<: *a``) are refused: nested aliases expand exponentially
-    (the "billion laughs" pattern: a 1 KB file that never finishes loading), and option files share
-    settings with ``base:`` instead.
-    """
-
-    def compose_node(self, parent, index):
-        event = self.peek_event()
-        if isinstance(event, yaml.AliasEvent) or getattr(event, 'anchor', None) is not None:
-            kind = 'alias *' if isinstance(event, yaml.AliasEvent) else 'anchor &'
-            raise yaml.composer.ComposerError(
-                None, None, f'YAML {kind}{event.anchor} is not allowed in option files (anchors and aliases can '
-                'expand without bound); share settings with "base: other.yml" instead', event.start_mark)
-        return super().compose_node(parent, index)
-
-
-def _construct_ordered(loader, node):
-    loader.flatten_mapping(node)
-    pairs = loader.construct_pairs(node)
-    keys = [k for k, _ in pairs]
-    dup = sorted({k for k in keys if keys.count(k) > 1}, key=str)
-    if dup:
-        raise yaml.constructor.ConstructorError(None, None, f'duplicate key(s) {dup}', node.start_mark)
-    return OrderedDict(pairs)
-
-
-_SafeOrderedLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_ordered)
-
-
-def yaml_load(text_or_stream, source='<string>'):
-    """Parse YAML safely into OrderedDicts. Python tags are refused with an OptionError naming ``source``."""
-    try:
-        return yaml.load(text_or_stream, Loader=_SafeOrderedLoader)
-    except yaml.YAMLError as e:
-        raise OptionError(f'{source}: not a safe, valid YAML option file: {e}') from e
-
-
-def _represent_ordered(dumper, data):
-    return dumper.represent_dict(data.items())
-
-
-class _OrderedDumper(yaml.SafeDumper):
-    pass
-
-
-_OrderedDumper.add_representer(OrderedDict, _represent_ordered)
-
-
-def freeze(obj):
-    """A read-only view of nested options: mappings become ``MappingProxyType``, lists tuples."""
-    if isinstance(obj, dict):
-        return MappingProxyType({k: freeze(v) for k, v in obj.items()})
-    if isinstance(obj, (list, tuple)):
-        return tuple(freeze(v) for v in obj)
-    return obj
-
-
-def thaw(obj):
-    """A mutable deep copy of (frozen or plain) options: plain dicts and lists, for BasicSR and YAML."""
-    if isinstance(obj, (dict, MappingProxyType)):
-        return {k: thaw(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [thaw(v) for v in obj]
-    return copy.deepcopy(obj)
-
-
-def yaml_dump(obj):
-    return yaml.dump(obj, Dumper=_OrderedDumper, sort_keys=False, default_flow_style=None)
-
-
-def load_options(path, _seen=()):
-    """Read an option file safely. Returns an OrderedDict.
-
-    ``base: other.yml`` (relative to the file) is loaded first and this file is deep-merged into it,
-    so recipes share one file of common settings instead of copies. ``stages`` lists are replaced,
-    not merged.
-    """
-    try:
-        if not os.path.isfile(path):  # a FIFO or a device would block or never end
-            what = 'does not exist' if not os.path.lexists(path) else 'is not a regular file'
-            raise OptionError(f'{path}: cannot read option file: it {what}')
-        with open(path, 'rb') as f:
-            data = f.read(MAX_OPTION_BYTES + 1)
-        if len(data) > MAX_OPTION_BYTES:
-            raise OptionError(f'{path}: cannot read option file: larger than {MAX_OPTION_BYTES // 2**20} MiB')
-        text = data.decode('utf-8')
-    except UnicodeDecodeError as e:
-        line = data[:e.start].count(b'\n') + 1
-        raise OptionError(f'{path}: not UTF-8 text (byte 0x{data[e.start]:02x} on line {line}); save the option file '
-                          'as UTF-8') from e
-    except OSError as e:
-        raise OptionError(f'{path}: cannot read option file: {e.strerror or e}') from e
-    opt = yaml_load(text, source=path)
-    if not isinstance(opt, dict):
-        raise OptionError(f'{path}: an option file must be a YAML mapping, got {type(opt).__name__}')
-    base = opt.pop('base', None)
-    if base is not None:
-        base_path = os.path.normpath(os.path.join(os.path.dirname(os.path.abspath(path)), str(base)))
-        if base_path in _seen:
-            raise OptionError(f'{path}: base: {base} includes itself')
-        if not os.path.isfile(base_path):
-            raise OptionError(f'{path}: base: {base_path} not found')
-        opt = deep_merge(load_options(base_path, _seen + (base_path, )), opt)
-    return opt
-
-
-def apply_force_yml(opt, entries, source):
-    """BasicSR's ``--force_yml a:b=value``, parsed safely (no exec/eval); existing keys only."""
-    for entry in entries or []:
-        if '=' not in entry:
-            raise OptionError(f'--force_yml {entry!r}: expected key:path=value')
-        keys, value = entry.split('=', 1)
-        node = opt
-        parts = keys.strip().split(':')
-        for k in parts[:-1]:
-            if not isinstance(node, dict) or k not in node:
-                raise OptionError(f'--force_yml {entry!r}: {source} has no key {k!r}')
-            node = node[k]
-        node[parts[-1]] = yaml_load(value.strip(), source='--force_yml')
-    return opt
-
-
-def deep_merge(base, override):
-    """Return a copy of ``base`` with ``override`` merged in recursively (mappings merge, others replace).
-
-    A mapping whose ``type`` differs from the base's (say a scheduler changed from MultiStepLR to
-    CosineAnnealingRestartLR) replaces it whole: the old type's arguments would not fit.
-    """
-    out = copy.deepcopy(base)
-    for k, v in override.items():
-        old = out.get(k)
-        if isinstance(v, dict) and isinstance(old, dict) and 'type' in v and v['type'] != old.get('type'):
-            out[k] = copy.deepcopy(v)
-        elif isinstance(v, dict) and isinstance(old, dict):
-            out[k] = deep_merge(out[k], v)
-        else:
-            out[k] = copy.deepcopy(v)
-    return out
-
-
-# ----------------------------------------------------------------------------------------- schema
-# Keys BasicSR 1.4.2 reads (train.py, test.py, options.py, base/sr models, data/__init__.py,
-# PairedImageDataset, logger.py) plus ours. Keys set by the parser at run time are accepted too.
-_TOP = {
-    'name', 'model_type', 'scale', 'num_gpu', 'manual_seed', 'datasets', 'network_g', 'path', 'train', 'val',
-    'logger', 'dist_params', 'find_unused_parameters', 'stages', 'device',
-    # filled in by the parser
-    'is_train', 'dist', 'rank', 'world_size', 'auto_resume', 'root_path', 'stage',
-}
-_DATASET_COMMON = {
-    'name', 'type', 'phase', 'scale', 'io_backend', 'num_worker_per_gpu', 'batch_size_per_gpu',
-    'dataset_enlarge_ratio', 'prefetch_mode', 'pin_memory', 'persistent_workers', 'num_prefetch_queue',
-    'use_shuffle',
-}
-_PAIRED = {'dataroot_gt', 'dataroot_lq', 'meta_info_file', 'filename_tmpl', 'gt_size', 'use_hflip', 'use_rot',
-           'use_flip', 'color', 'mean', 'std', 'deep_check'}
-_IO_BACKEND = {'type', 'db_paths', 'client_keys'}
-_TRAIN_BASE = {'ema_decay', 'optim_g', 'scheduler', 'total_iter', 'warmup_iter', 'pixel_opt', 'perceptual_opt',
-               'contrastive_opt', 'max_nonfinite', 'precision', 'channels_last'}
-_VAL = {'val_freq', 'save_img', 'suffix', 'pbar', 'metrics', 'bicubic_baseline', 'precision'}
-_PATH = {'pretrain_network_g', 'param_key_g', 'strict_load_g', 'resume_state', 'experiments_root', 'models',
-         'training_states', 'log', 'visualization', 'results_root', 'root', 'init_from', 'save_init'}
-_LOGGER = {'print_freq', 'save_checkpoint_freq', 'use_tb_logger', 'wandb'}
-_WANDB = {'project', 'resume_id'}
-_DIST = {'backend', 'port', 'init_method', 'timeout'}
-_METRIC_COMMON = {'type', 'better'}
-# What a stage may override (issue: total_iter, optim_g, scheduler, losses, gt_size, batch size)
-_STAGE = {'name', 'train', 'datasets', 'val', 'logger', 'path'}
-_STRING_KEYS = {'name', 'type', 'model_type', 'dataroot_gt', 'dataroot_lq', 'meta_info_file', 'filename_tmpl',
-                'suffix', 'pretrain_network_g', 'param_key_g', 'resume_state', 'root', 'project', 'resume_id',
-                'color', 'phase', 'reduction', 'extractor', 'vgg_weights', 'negative', 'prefetch_mode',
-                'backend', 'init_from', 'port', 'device'}
-#: Experiment and stage names become folder names: letters, digits, '_', '-', '.', not starting with '.'.
-NAME_RE = re.compile(r'^[A-Za-z0-9_-][A-Za-z0-9_.-]{0,127}$')
-_FLOAT_RE = re.compile(r'^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$')
-
-
-def name_problem(value):
-    """Why ``value`` cannot name an experiment or a stage (it becomes a folder name), or None."""
-    if not isinstance(value, str):
-        return f'must be a string, got {type(value).__name__} {value!r}'
-    if not NAME_RE.fullmatch(value):  # fullmatch: `$` alone would accept a trailing newline
-        return (f'{value!r} cannot name a folder safely: use 1-128 letters, digits, "_", "-", "." '
-                'not starting with "." (no "/", no "..", no spaces)')
-    return None
+from ..precision import PRECISIONS
+from .errors import OptionError
+from .schema import (
+    _DATASET_COMMON,
+    _DIST,
+    _FLOAT_RE,
+    _IO_BACKEND,
+    _LOGGER,
+    _METRIC_COMMON,
+    _PAIRED,
+    _PATH,
+    _STAGE,
+    _STRING_KEYS,
+    _TOP,
+    _TRAIN_BASE,
+    _VAL,
+    _WANDB,
+    name_problem,
+)
 
 
 def _suggest(key, allowed):
@@ -413,6 +224,7 @@ def _check_top(opt, ck):
 def _check_datasets(opt, ck):
     """Every dataset block; returns the datasets mapping ({} when missing)."""
     scale = opt.get('scale')
+    net_name, min_size = _min_input_size(opt.get('network_g'))
     datasets = opt.get('datasets')
     if not isinstance(datasets, dict) or not datasets:
         ck.err('datasets', 'missing or empty; expected train/val_*/test_* entries')
@@ -444,10 +256,17 @@ def _check_datasets(opt, ck):
             if isinstance(gt, int) and scale in (2, 3, 4):
                 if gt % scale:
                     ck.err(f'{p}.gt_size', f'{gt} is not divisible by scale {scale}')
-                elif gt // scale < 15:
-                    ck.err(f'{p}.gt_size', f'{gt} gives an LR patch of {gt // scale}px; RLFN needs at least 15 '
-                           f'(gt_size >= {15 * scale})')
+                elif gt // scale < min_size:
+                    ck.err(f'{p}.gt_size', f'{gt} gives an LR patch of {gt // scale}px; {net_name} needs at least '
+                           f'{min_size} (gt_size >= {min_size * scale})')
     return datasets
+
+
+def _min_input_size(net):
+    """(type, smallest LR patch) of the registered network class (its ``min_input_size``; 1 if it has none)."""
+    name = net.get('type') if isinstance(net, dict) else None
+    cls = ARCH_REGISTRY.get(name) if name in ARCH_REGISTRY else None
+    return name, getattr(cls, 'min_input_size', 1)
 
 
 def _check_train(opt, ck):
@@ -469,8 +288,8 @@ def _check_train(opt, ck):
     if not isinstance(ema, (int, float)) or not 0 <= ema < 1:
         ck.err('train.ema_decay', f'must be in [0, 1), got {ema!r}')
     _positive_int(train.get('max_nonfinite'), ck, 'train.max_nonfinite')
-    if train.get('precision', 'auto') not in ('auto', 'fp32', 'bf16', 'fp16'):
-        ck.err('train.precision', f'{train["precision"]!r}: expected auto, fp32, bf16 or fp16')
+    if train.get('precision', 'auto') not in PRECISIONS:
+        ck.err('train.precision', f'{train["precision"]!r}: expected {", ".join(PRECISIONS)}')
     if train.get('channels_last', 'auto') not in ('auto', True, False):
         ck.err('train.channels_last', f'{train["channels_last"]!r}: expected auto, true or false')
     if (train.get('precision') not in (None, 'auto', 'fp32') or train.get('channels_last') is True) \
@@ -487,7 +306,7 @@ def _check_val(val, ck):
     if not isinstance(val, dict):
         return
     _positive_int(val.get('val_freq'), ck, 'val.val_freq')
-    if val.get('precision', 'fp32') not in ('fp32', 'train', 'auto', 'bf16', 'fp16'):
+    if val.get('precision', 'fp32') not in ('train', ) + PRECISIONS:
         ck.err('val.precision', f'{val["precision"]!r}: expected fp32 (default, the paper protocol), train '
                '(the training precision), auto, bf16 or fp16')
     for mname, m in (val.get('metrics') or {}).items():

@@ -1,0 +1,92 @@
+"""Where an entry point's model comes from, decided once for every command-line tool.
+
+:func:`add_model_args` adds the model arguments (a checkpoint, a preset, an ONNX file; ``--opt``,
+``--input_range``, ``--device``, ``--precision``) and :func:`open_model` turns them into an
+:class:`OpenModel`: the network in eval mode on its device, its settings, and the precision that runs there
+(the ``auto`` rule and the fp16-needs-CUDA rule applied here, nowhere else). Every problem is a
+``ValueError`` or ``OSError`` naming the file or the value; the entry points map both to exit code 2. So
+each CLI reads as: parse, open, run, exit code.
+"""
+import dataclasses
+import os
+from typing import Any
+
+import torch
+
+from rlfn_arch.archs.rlfn_arch import PRESETS
+from rlfn_arch.archs.rlfn_weights import load_model
+from rlfn_arch.utils.precision import PRECISIONS, resolve_precision
+from rlfn_arch.utils.runtime import pick_device
+
+from .onnx import OnnxRLFN
+
+
+@dataclasses.dataclass(frozen=True)
+class OpenModel:
+    """An opened model.
+
+    Attributes:
+        net: the network (``torch.nn.Module`` in eval mode, or an :class:`OnnxRLFN` for ONNX files).
+        cfg (dict): its settings (``upscale`` at least).
+        device (torch.device): where it runs (ONNX: the CPU).
+        precision (str): the precision that runs there (``fp32`` for ONNX).
+        name (str): the preset or the file's name, for reports.
+        kind (str): ``checkpoint``, ``preset`` or ``onnx``.
+    """
+    net: Any
+    cfg: dict
+    device: torch.device
+    precision: str
+    name: str
+    kind: str
+
+
+def add_model_args(parser, preset=False, onnx=False, opt=True, input_range=False, device=True, precision='auto'):
+    """Add the model arguments to ``parser``: ``--model_path`` and, as asked, ``--preset`` / ``--onnx`` (one of
+    them required), ``--scale`` (for presets), ``--opt``, ``--input_range``, ``--device`` and ``--precision``
+    (default ``precision``; None leaves it out)."""
+    src = parser.add_mutually_exclusive_group(required=True)
+    src.add_argument('--model_path', help='checkpoint (BasicSR {"params": ...}, a converted or an official file); '
+                     'network settings read from its tensors')
+    if preset:
+        src.add_argument('--preset', choices=list(PRESETS), help='a published configuration, random weights')
+        parser.add_argument('--scale', type=int, default=4, choices=[2, 3, 4], help='upscale for --preset (4)')
+    if onnx:
+        src.add_argument('--onnx', help='an exported ONNX model (fp32 from rlfn_arch.export or int8 from '
+                         'rlfn_arch.quantize), run with ONNX Runtime on CPU')
+    if opt:
+        parser.add_argument('--opt', default=None, help='option file whose network_g to use')
+    if input_range:
+        parser.add_argument('--input_range', type=float, default=1.0, help='255 for unconverted official RLFN files')
+    if device:
+        parser.add_argument('--device', default=None, help='cpu, cuda, cuda:1 (default: cuda if available)')
+    if precision:
+        parser.add_argument('--precision', default=precision, choices=PRECISIONS,
+                            help=f'{precision} (default); auto = bf16 where the device runs it natively (AVX512_BF16 '
+                            'or AMX CPU, bf16 GPU), else fp32; fp16 on CUDA only')
+    return parser
+
+
+def open_model(args, model_path=None):
+    """Open the model ``args`` name (or ``model_path`` instead of ``args.model_path``).
+
+    Raises:
+        ValueError: unusable weights (missing, unsafe, non-finite, not an RLFN layout), an unknown preset,
+            fp16 without CUDA; the message names the file or the value.
+        OSError: a file that cannot be read.
+    """
+    path = model_path or getattr(args, 'model_path', None)
+    if getattr(args, 'onnx', None) and not model_path:
+        net = OnnxRLFN(args.onnx)
+        return OpenModel(net, {'upscale': net.upscale}, torch.device('cpu'), 'fp32', os.path.basename(args.onnx),
+                         'onnx')
+    # a tool without --device (export, quantize) runs on the CPU
+    device = pick_device(args.device) if hasattr(args, 'device') else torch.device('cpu')
+    preset = None if path else getattr(args, 'preset', None)
+    net, cfg = load_model(path, getattr(args, 'opt', None), preset=preset, scale=getattr(args, 'scale', 4),
+                          input_range=getattr(args, 'input_range', 1.0), device=device)
+    precision = resolve_precision(getattr(args, 'precision', 'fp32'), device)
+    if precision == 'fp16' and device.type != 'cuda':
+        raise ValueError('--precision fp16 (--half) needs a CUDA device: fp16 convolutions are emulated on CPU')
+    kind = 'preset' if preset else 'checkpoint'
+    return OpenModel(net, cfg, device, precision, preset or os.path.basename(path), kind)

@@ -1,0 +1,52 @@
+"""What an option file may hold: the keys BasicSR 1.4.2 and our classes read, and what names may be.
+
+Values defined elsewhere are read from there: the precision names from :mod:`rlfn_arch.utils.precision`
+(by the checker), a network's minimum input size from the registered class (``min_input_size``, through
+BasicSR's registry, so this floor-0 package needs no import from the architectures above it).
+"""
+import re
+
+_TOP = {
+    'name', 'model_type', 'scale', 'num_gpu', 'manual_seed', 'datasets', 'network_g', 'path', 'train', 'val',
+    'logger', 'dist_params', 'find_unused_parameters', 'stages', 'device',
+    # filled in by the parser
+    'is_train', 'dist', 'rank', 'world_size', 'auto_resume', 'root_path', 'stage',
+}
+_DATASET_COMMON = {
+    'name', 'type', 'phase', 'scale', 'io_backend', 'num_worker_per_gpu', 'batch_size_per_gpu',
+    'dataset_enlarge_ratio', 'prefetch_mode', 'pin_memory', 'persistent_workers', 'num_prefetch_queue',
+    'use_shuffle',
+}
+_PAIRED = {'dataroot_gt', 'dataroot_lq', 'meta_info_file', 'filename_tmpl', 'gt_size', 'use_hflip', 'use_rot',
+           'use_flip', 'color', 'mean', 'std', 'deep_check'}
+_IO_BACKEND = {'type', 'db_paths', 'client_keys'}
+_TRAIN_BASE = {'ema_decay', 'optim_g', 'scheduler', 'total_iter', 'warmup_iter', 'pixel_opt', 'perceptual_opt',
+               'contrastive_opt', 'max_nonfinite', 'precision', 'channels_last'}
+_VAL = {'val_freq', 'save_img', 'suffix', 'pbar', 'metrics', 'bicubic_baseline', 'precision'}
+_PATH = {'pretrain_network_g', 'param_key_g', 'strict_load_g', 'resume_state', 'experiments_root', 'models',
+         'training_states', 'log', 'visualization', 'results_root', 'root', 'init_from', 'save_init'}
+_LOGGER = {'print_freq', 'save_checkpoint_freq', 'use_tb_logger', 'wandb'}
+_WANDB = {'project', 'resume_id'}
+_DIST = {'backend', 'port', 'init_method', 'timeout'}
+_METRIC_COMMON = {'type', 'better'}
+# What a stage may override (issue: total_iter, optim_g, scheduler, losses, gt_size, batch size)
+_STAGE = {'name', 'train', 'datasets', 'val', 'logger', 'path'}
+_STRING_KEYS = {'name', 'type', 'model_type', 'dataroot_gt', 'dataroot_lq', 'meta_info_file', 'filename_tmpl',
+                'suffix', 'pretrain_network_g', 'param_key_g', 'resume_state', 'root', 'project', 'resume_id',
+                'color', 'phase', 'reduction', 'extractor', 'vgg_weights', 'negative', 'prefetch_mode',
+                'backend', 'init_from', 'port', 'device'}
+#: Experiment and stage names become folder names: letters, digits, '_', '-', '.', not starting with '.'.
+NAME_RE = re.compile(r'^[A-Za-z0-9_-][A-Za-z0-9_.-]{0,127}$')
+_FLOAT_RE = re.compile(r'^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$')
+
+
+def name_problem(value):
+    """Why ``value`` cannot name an experiment or a stage (it becomes a folder name), or None."""
+    if not isinstance(value, str):
+        return f'must be a string, got {type(value).__name__} {value!r}'
+    if not NAME_RE.fullmatch(value):  # fullmatch: `$` alone would accept a trailing newline
+        return (f'{value!r} cannot name a folder safely: use 1-128 letters, digits, "_", "-", "." '
+                'not starting with "." (no "/", no "..", no spaces)')
+    return None
+
+

@@ -34,6 +34,7 @@ import torch
 from _common import RESULTS, SHARED
 
 import rlfn_arch  # noqa: F401
+from rlfn_arch.data.image_io import list_images
 from rlfn_arch.utils.fs import atomic_write
 from rlfn_arch.utils.options import load_options, yaml_dump
 from rlfn_arch.utils.precision import describe, resolve_precision
@@ -42,7 +43,9 @@ from basicsr.metrics import calculate_psnr
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ARMS = {'A': 'A_l1_single', 'B': 'B_warm_l1', 'C': 'C_warm_contrastive', 'D16': 'D_width16', 'D64': 'D_width64',
-        'E': 'E_relu', 'F': 'F_deep', 'G0.01': 'G_weight0.01', 'G0.1': 'G_weight0.1'}
+        'E': 'E_relu', 'F': 'F_deep', 'G0.01': 'G_weight0.01', 'G0.1': 'G_weight0.1',
+        # the architecture steps RFDN -> RLFN (README "Why three convs?"; benchmarks/arch_study.py --train)
+        'S0': 'S0_rfdn', 'S1': 'S1_rfdn_rlfb', 'S2': 'S2_rfdn_rlfb_esa1', 'S3': 'S3_rfdn_rlfb_esa1_nocat'}
 DATA = os.path.join(REPO, 'datasets', 'ablation')
 MIN_SIDE = 128  # the HR training patch
 
@@ -71,7 +74,7 @@ def prepare_data(workers=None):
     hr = os.path.join(train, 'HR')
     items = []
     for src in sources:
-        for n in builders.list_images(src)[0]:
+        for n in list_images(src)[0]:
             h, w = cv2.imread(os.path.join(src, n), cv2.IMREAD_UNCHANGED).shape[:2]
             if min(h, w) >= MIN_SIDE:
                 items.append((src, n))

@@ -1,5 +1,7 @@
 """Training batches per second from the LMDB and from the plain folder backend (batch 16, HR patch 256,
-x4, 2 workers), side by side in one run, against the batches per second RLFN-S x4 consumes in training.
+x4, 2 workers), side by side in one run, against the batches per second RLFN-S x4 consumes in training;
+each backend with basicsr's EnlargedSampler (before) and with the ResumableSampler and keyed per-sample
+augmentation that training uses now (exact resume).
 
     python benchmarks/data_pipeline.py [--batches 40]
 
@@ -22,14 +24,21 @@ from rlfn_arch.data.builders import build_sample_dataset, sample_ready
 from rlfn_arch.utils.runtime import project_root
 
 
-def loader(gt, lq, backend, batch, workers, gt_size):
+def loader(gt, lq, backend, batch, workers, gt_size, resumable=False):
+    """BasicSR's loader as training builds it: ``EnlargedSampler`` + ``PairedImageDataset`` (before), or
+    ``ResumableSampler`` + keyed ``CheckedPairedImageDataset`` (what training runs now: exact resume)."""
+    from rlfn_arch.data.checked_dataset import CheckedPairedImageDataset
+    from rlfn_arch.data.sampler import ResumableSampler
+
     from basicsr.data import build_dataloader
+    from basicsr.data.data_sampler import EnlargedSampler
     from basicsr.data.paired_image_dataset import PairedImageDataset
     opt = {'name': backend, 'type': 'PairedImageDataset', 'dataroot_gt': gt, 'dataroot_lq': lq,
            'io_backend': {'type': backend}, 'gt_size': gt_size, 'use_hflip': True, 'use_rot': True, 'phase': 'train',
            'scale': 4, 'num_worker_per_gpu': workers, 'batch_size_per_gpu': batch, 'filename_tmpl': '{}'}
-    ds = PairedImageDataset(opt)
-    return build_dataloader(ds, opt, num_gpu=0, dist=False, sampler=None, seed=0)
+    ds = (CheckedPairedImageDataset if resumable else PairedImageDataset)(opt)
+    sampler = ResumableSampler(ds, 1, 0, 10, seed=0, batch_size=batch) if resumable else EnlargedSampler(ds, 1, 0, 10)
+    return build_dataloader(ds, opt, num_gpu=0, dist=False, sampler=sampler, seed=0)
 
 
 def batches_per_second(dl, n):
@@ -68,9 +77,12 @@ def main():
         build_lmdb(os.path.join(tmp, 'lr'), os.path.join(tmp, 'lr.lmdb'))
         rows = []
         for backend, gt, lq in (('lmdb', 'hr.lmdb', 'lr.lmdb'), ('disk', 'hr', 'lr')):
-            dl = loader(os.path.join(tmp, gt), os.path.join(tmp, lq), backend, args.batch, args.workers, args.gt_size)
-            rows.append({'source': f'{backend} ({args.workers} workers)',
-                         'batches_per_s': batches_per_second(dl, args.batches)})
+            for resumable in (False, True):
+                dl = loader(os.path.join(tmp, gt), os.path.join(tmp, lq), backend, args.batch, args.workers,
+                            args.gt_size, resumable)
+                what = 'ResumableSampler, keyed augmentation' if resumable else 'EnlargedSampler (basicsr)'
+                rows.append({'source': f'{backend} ({args.workers} workers), {what}',
+                             'batches_per_s': batches_per_second(dl, args.batches)})
         torch.set_num_threads(args.threads)
         net = RLFN(upscale=4, **PRESETS['rlfn_s'])
         opt = torch.optim.Adam(net.parameters(), 1e-4)
@@ -85,7 +97,7 @@ def main():
             times.append(time.perf_counter() - t)
         consume = 1 / float(np.median(times[1:]))
         rows.append({'source': f'RLFN-S x4 training consumes ({args.threads} threads)', 'batches_per_s': consume})
-        for r in rows[:2]:
+        for r in rows[:-1]:
             r['x_consumption'] = r['batches_per_s'] / consume
         report('data_pipeline', rows, ['source', 'batches_per_s', 'x_consumption'],
                {'batch': args.batch, 'gt_size': args.gt_size, 'scale': 4})

@@ -18,6 +18,9 @@ basicsr.train.load_resume_state                        the plan's training state
                                                        working directory and maps to CUDA)
 basicsr.train.create_train_val_dataloader              epochs from the real batches per rank (``drop_last``), and
                                                        the checked dataset class whose errors name the sample
+basicsr.train.EnlargedSampler                          :class:`rlfn_arch.data.sampler.ResumableSampler`: the same
+                                                       order, resumed at the batch where the run stopped, and
+                                                       per-sample augmentation keys (a resumed run is the same run)
 basicsr.train.build_model                              the same builder, but the runner keeps the model (final
                                                        metrics, DDP replica check)
 basicsr.train.make_exp_dirs                            creates the folders without basicsr's rename-on-exist: the
@@ -112,7 +115,7 @@ install_distutils()
 #: Every basicsr attribute this module swaps or reads, by module (pinned by the seam test).
 TOUCHED = {
     'basicsr.train': ('train_pipeline', 'parse_options', 'load_resume_state', 'create_train_val_dataloader',
-                      'build_model', 'make_exp_dirs', 'copy_opt_file', 'get_root_logger'),
+                      'EnlargedSampler', 'build_model', 'make_exp_dirs', 'copy_opt_file', 'get_root_logger'),
     'basicsr.test': ('test_pipeline', 'parse_options', 'get_root_logger'),
     'basicsr.utils.logger': ('initialized_logger', ),
     'basicsr.utils.lmdb_util': ('tqdm', 'make_lmdb_from_imgs'),
@@ -202,7 +205,7 @@ class TrainDataError(ValueError):
     """The training data gives no full batch per process (raised while the loaders are built)."""
 
 
-def run_stage(plan, resume_state, args=None):
+def run_stage(plan, resume_state, args=None, sampler=None):
     """Run one stage plan with ``basicsr.train.train_pipeline``, BasicSR's own loop, unchanged.
 
     Args:
@@ -210,6 +213,9 @@ def run_stage(plan, resume_state, args=None):
             BasicSR receives a mutable copy.
         resume_state (dict | None): the loaded training state the plan names.
         args (argparse.Namespace | None): what basicsr's ``parse_options`` would return as ``args``.
+        sampler (type | None): the training sampler class used in place of basicsr's ``EnlargedSampler``
+            (:class:`rlfn_arch.data.sampler.ResumableSampler`; built with the seed, the batch size and the
+            resume position). None keeps basicsr's.
 
     Returns:
         The trained model (BasicSR's model object).
@@ -261,10 +267,17 @@ def run_stage(plan, resume_state, args=None):
             atomic_write(os.path.join(experiments_root, f'{plan.label}.yml'),
                          lambda f: f.write(head + yaml_dump(thaw(plan.options))), binary=False)
 
+    def make_sampler(dataset, num_replicas, rank, ratio=1):
+        return sampler(dataset, num_replicas, rank, ratio, seed=opt['manual_seed'],
+                       batch_size=opt['datasets']['train']['batch_size_per_gpu'],
+                       resume_epoch=resume_state['epoch'] if resume_state else None,
+                       resume_iter=resume_state['iter'] if resume_state else None)
+
     set_random_seed(opt['manual_seed'] + opt['rank'])
     reset_basicsr_logger()
     try:
         with swapped(bt, parse_options=lambda *a, **k: (opt, args), load_resume_state=lambda o: resume_state,
+                     EnlargedSampler=make_sampler if sampler else bt.EnlargedSampler,
                      create_train_val_dataloader=create_train_val_dataloader, build_model=build_model,
                      make_exp_dirs=make_exp_dirs, copy_opt_file=copy_opt_file,
                      get_root_logger=logger_factory(bt.get_root_logger, plan.label)):

@@ -18,7 +18,8 @@ from rlfn_arch.utils.checkpoint import CheckpointError, safe_load
 def main(argv=None):
     parser = argparse.ArgumentParser(prog='python -m rlfn_arch.convert', description=__doc__.split('\n\n')[0])
     parser.add_argument('--input', required=True, help='official RLFN .pth (bytedance/RLFN or NTIRE 2022 copy)')
-    parser.add_argument('--output', required=True, help='BasicSR checkpoint to write ({"params": ...})')
+    parser.add_argument('--output', required=True, help='BasicSR checkpoint to write ({"params": ...}); a name '
+                        'ending in .safetensors writes safetensors with metadata (scale, network, range)')
     parser.add_argument('--input_range', type=float, default=255.0,
                         help='value range the input checkpoint was trained in (official weights: 255; '
                         'use 1 for a checkpoint already in [0, 1]). Default: 255')
@@ -28,7 +29,8 @@ def main(argv=None):
     except (CheckpointError, OSError) as e:
         print(f'error: {e}', file=sys.stderr)
         return 2
-    n = sum(v.numel() for v in safe_load(args.output)['params'].values())
+    saved = safe_load(args.output)
+    n = sum(v.numel() for v in saved.get('params', saved).values())
     print(f'{args.input} -> {args.output}: {preset_name(cfg)} x{cfg["upscale"]}, {n:,} parameters, '
           f'range [0, {args.input_range:g}] folded into [0, 1]')
     print(network_yaml(cfg))

@@ -3,7 +3,9 @@
 Opset 17 (default), dynamic batch, height and width. ESA's resize back to the input's own size and
 PixelShuffle (DepthToSpace) export with dynamic shapes. The exported graph is run with onnxruntime on
 several input sizes and compared with PyTorch; the command prints the check and fails when the max abs
-difference exceeds ``--atol`` (1e-4, in [0, 1]). ``--fp16`` also writes an fp16 model for GPU runtimes.
+difference exceeds ``--atol`` (1e-4, in [0, 1]). The model describes itself in its ``metadata_props``
+(architecture, network settings, scale, channels, value range [0, 1], minimum input size, project version;
+``infer --onnx`` reads the scale from there). ``--fp16`` also writes an fp16 model for GPU runtimes.
 """
 import argparse
 import os
@@ -11,6 +13,7 @@ import sys
 import tempfile
 
 import rlfn_arch  # noqa: F401
+from rlfn_arch.archs.rlfn_weights import model_metadata
 from rlfn_arch.deploy.onnx import check_onnx, export_onnx, to_fp16
 from rlfn_arch.deploy.source import add_model_args, open_model
 
@@ -37,7 +40,8 @@ def main(argv=None):
         os.makedirs(folder, exist_ok=True)
         fd, candidate = tempfile.mkstemp(prefix='.' + os.path.basename(args.output) + '.', suffix='.tmp', dir=folder)
         os.close(fd)
-        export_onnx(net, candidate, args.opset)
+        export_onnx(net, candidate, args.opset, metadata=model_metadata(
+            cfg, source=os.path.basename(args.model_path) if args.model_path else f'preset {args.preset}'))
     except OSError as e:
         print(f'error: {e}', file=sys.stderr)
         return 4

@@ -9,6 +9,7 @@ import sys
 import tempfile
 
 import rlfn_arch  # noqa: F401
+from rlfn_arch.archs.rlfn_weights import model_metadata
 from rlfn_arch.deploy.onnx import export_onnx
 from rlfn_arch.deploy.quantize import calibration_patches, quantize
 from rlfn_arch.deploy.source import add_model_args, open_model
@@ -24,7 +25,8 @@ def main(argv=None):
     p.add_argument('--num_patches', type=int, default=32)
     args = p.parse_args(argv)
     try:
-        net = open_model(args).net
+        model = open_model(args)
+        net = model.net
         patches = calibration_patches(args.calib, args.num_patches)
     except (ValueError, OSError) as e:  # unreadable or non-finite weights, a bad calibration folder
         print(f'error: {e}', file=sys.stderr)
@@ -32,7 +34,8 @@ def main(argv=None):
     try:
         with tempfile.TemporaryDirectory() as tmp:
             fp32 = export_onnx(net, os.path.join(tmp, 'fp32.onnx'))
-            quantize(fp32, args.output, patches)
+            quantize(fp32, args.output, patches, metadata=model_metadata(
+                model.cfg, source=os.path.basename(args.model_path), precision='int8 (QDQ)'))
     except OSError as e:  # the int8 file is written atomically: nothing partial is left at --output
         print(f'error: {e}', file=sys.stderr)
         return 4

@@ -21,7 +21,7 @@ from rlfn_arch.training import build_plans, check_datasets, ensure_sample_datase
 from rlfn_arch.training.distributed import init_dist
 from rlfn_arch.utils.checkpoint import check_pretrain
 from rlfn_arch.utils.fs import LockedError, UnsafePathError, WriteError
-from rlfn_arch.utils.options import OptionError, apply_force_yml, load_options
+from rlfn_arch.utils.options import OptionError, apply_force_yml, load_options, thaw
 from rlfn_arch.utils.runtime import project_root
 
 
@@ -64,7 +64,7 @@ def prepare_run(args, rank=0, world=1):
     experiments, exp_root, plans = build_plans(raw, stage_list, root, args.opt, auto_resume=args.auto_resume,
                                                rank=rank, world=world, launcher=args.launcher)
     options = [p.options for p in plans]
-    check_pretrain([(p.label, p.options) for p in plans if p.init_kind == 'pretrain' and not p.skip])
+    check_pretrain([(p.label, thaw(p.options)) for p in plans if p.init_kind == 'pretrain' and not p.skip])
     if not args.dry_run:
         ensure_sample_dataset(options, root)
     check_datasets(options, world, root, skip_missing_sample=args.dry_run)
@@ -91,7 +91,7 @@ def main(argv=None):
             print('dry run: nothing was written')
             return 0
     try:
-        return train_stages(plans, experiments, exp_root, args.auto_resume, rank, world)
+        return train_stages(plans, experiments, exp_root, args.auto_resume, rank, world, source=args.opt)
     except NonFiniteLossError as e:
         print(f'error: {e}', file=sys.stderr)
         return 3

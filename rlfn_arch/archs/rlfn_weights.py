@@ -5,18 +5,30 @@ Kept beside the architecture (spandrel's manner): everything that knows how RLFN
 and shaped lives here, so a new variant changes one folder. ``python -m rlfn_arch.convert`` is the
 command-line front of :func:`convert`.
 """
+import json
 import math
 import os
 import re
 from collections import OrderedDict
 
-from rlfn_arch.utils.checkpoint import CheckpointError, atomic_save, check_finite, safe_load, strip_module
+from rlfn_arch.utils.checkpoint import (
+    CheckpointError,
+    atomic_save,
+    check_finite,
+    safe_load,
+    save_safetensors,
+    strip_module,
+)
 from rlfn_arch.utils.options import load_options
 
-from .rlfn_arch import PRESETS, RLFN
+from .rlfn_arch import MIN_INPUT_SIZE, PRESETS, RLFN
 
-# NTIRE 2022 challenge code names -> released-code names
-_NTIRE_RENAMES = [(r'^fea_conv\.', 'conv_1.'), (r'^B(\d+)\.', r'block_\1.'), (r'^LR_conv\.', 'conv_2.')]
+# NTIRE 2022 challenge code names (and RFDN's, from which they come) -> released-code names; RFDN's
+# concatenation fuse ``c`` (conv + LeakyReLU) is our ``fuse``
+_NTIRE_RENAMES = [(r'^fea_conv\.', 'conv_1.'), (r'^B(\d+)\.', r'block_\1.'), (r'^LR_conv\.', 'conv_2.'),
+                  (r'^c\.0\.', 'fuse.0.')]
+#: RLFN's switch values (an RLFN config leaves them out).
+SWITCH_DEFAULTS = dict(block='rlfb', esa='trimmed', fuse='none')
 
 
 def _unwrap(obj, path):
@@ -60,20 +72,36 @@ def detect_config(state_dict, path='<state dict>'):
     feat, in_ch = state_dict['conv_1.weight'].shape[:2]
     mid = state_dict['block_1.c1_r.weight'].shape[0]
     esa = state_dict['block_1.esa.conv1.weight'].shape[0]
+    switches = dict(block='rfdb' if 'block_1.c1_d.weight' in state_dict else 'rlfb',
+                    esa='full' if 'block_1.esa.conv_max.weight' in state_dict else 'trimmed',
+                    fuse='concat' if 'fuse.0.weight' in state_dict else 'none')
     num_blocks = len({m.group(1) for k in state_dict for m in [re.match(r'^block_(\d+)\.', k)] if m})
     up = state_dict['upsampler.0.weight'].shape[0]
     out_ch = in_ch
     scale = math.isqrt(up // out_ch) if up % out_ch == 0 else 0
     if scale not in (2, 3, 4) or out_ch * scale * scale != up:
         raise CheckpointError(f'{path}: upsampler.0 has {up} output channels; expected {out_ch} x s^2 for s in 2, 3, 4')
-    return dict(upscale=int(scale), in_channels=int(in_ch), out_channels=int(out_ch), feature_channels=int(feat),
-                mid_channels=int(mid), esa_channels=int(esa), num_blocks=int(num_blocks))
+    cfg = dict(upscale=int(scale), in_channels=int(in_ch), out_channels=int(out_ch), feature_channels=int(feat),
+               mid_channels=int(mid), esa_channels=int(esa), num_blocks=int(num_blocks))
+    if switches['block'] == 'rfdb':
+        cfg.pop('mid_channels')  # an RFDB has no separate width
+    cfg.update({k: v for k, v in switches.items() if v != SWITCH_DEFAULTS[k]})
+    return cfg
+
+
+def _canonical(cfg):
+    """A config with the switches and ``mid_channels`` spelled out (an RFDB has no ``mid_channels``)."""
+    out = dict(SWITCH_DEFAULTS, **cfg)
+    out['mid_channels'] = None if out['block'] == 'rfdb' else (cfg.get('mid_channels') or cfg['feature_channels'])
+    return out
 
 
 def preset_name(cfg):
-    """The preset name (``rlfn``, ``rlfn_s``, ``rlfn_ntire``) matching a config, or ``custom``."""
+    """The preset name (``rlfn``, ``rlfn_s``, ``rlfn_ntire``, ``rfdn`` or a step between) matching a config,
+    or ``custom``."""
+    have = _canonical(cfg)
     for name, preset in PRESETS.items():
-        if all(cfg[k] == v for k, v in preset.items()):
+        if all(have.get(k) == v for k, v in _canonical(preset).items()):
             return name
     return 'custom'
 
@@ -113,8 +141,35 @@ def load_rlfn(path, cfg=None):
     return sd, cfg, net
 
 
+def model_metadata(cfg, **extra):
+    """What a weights file says about itself (safetensors metadata, ONNX ``metadata_props``): strings.
+
+    Keys: ``architecture``, ``preset``, ``network_g`` (the settings, JSON), ``scale``, ``in_channels``,
+    ``out_channels``, ``value_range`` ([0, 1]), ``min_input_size``, ``project`` and ``project_version``, and
+    whatever ``extra`` adds (a trained model: ``option_file``, ``stages``, ``val_psnr``).
+    """
+    from rlfn_arch import __version__
+    meta = {'architecture': 'RLFN', 'preset': preset_name(cfg), 'network_g': json.dumps(dict(cfg), sort_keys=True),
+            'scale': cfg['upscale'], 'in_channels': cfg.get('in_channels', 3),
+            'out_channels': cfg.get('out_channels', 3),
+            'value_range': '[0, 1]', 'min_input_size': MIN_INPUT_SIZE, 'project': 'rlfn-basicsr',
+            'project_version': __version__}
+    meta.update(extra)
+    return {k: v if isinstance(v, str) else json.dumps(v) for k, v in meta.items()}
+
+
+def save_weights(state_dict, path, cfg, **extra):
+    """``path`` ending in ``.safetensors``: safetensors with :func:`model_metadata`; else ``{'params': ...}``
+    with torch.save. Atomic either way."""
+    if str(path).lower().endswith('.safetensors'):
+        save_safetensors(state_dict, path, model_metadata(cfg, **extra))
+    else:
+        atomic_save({'params': state_dict}, path)
+
+
 def convert(input_path, output_path=None, input_range=255.0):
-    """Load, check, convert; write ``{'params': ...}`` atomically when ``output_path`` is given.
+    """Load, check, convert; write the weights atomically when ``output_path`` is given (``{'params': ...}``,
+    or a safetensors file with metadata when it ends in ``.safetensors``).
 
     Returns:
         (OrderedDict, dict): the converted state dict and the detected network config.
@@ -124,7 +179,7 @@ def convert(input_path, output_path=None, input_range=255.0):
         sd = fold_range(sd, input_range)
     if output_path:
         os.makedirs(os.path.dirname(os.path.abspath(output_path)), exist_ok=True)  # e.g. weights/ on a fresh clone
-        atomic_save({'params': sd}, output_path)
+        save_weights(sd, output_path, cfg)
     return sd, cfg
 
 

@@ -6,6 +6,11 @@ subclass overrides only ``__getitem__`` to re-raise such a failure as :class:`Da
 the dataset name, the index and both file paths (or LMDB keys). The training entry point uses it for
 every ``type: PairedImageDataset`` block; it can also be named directly.
 """
+import random
+import zlib
+
+import numpy as np
+
 from basicsr.data.paired_image_dataset import PairedImageDataset
 from basicsr.utils.registry import DATASET_REGISTRY
 
@@ -16,9 +21,31 @@ class DatasetSampleError(RuntimeError):
 
 @DATASET_REGISTRY.register()
 class CheckedPairedImageDataset(PairedImageDataset):
-    """PairedImageDataset (same options, same samples) whose load errors name the dataset and files."""
+    """PairedImageDataset (same options, same samples) whose load errors name the dataset and files.
 
-    def __getitem__(self, index):
+    It also takes the sample keys ``(index, seed, epoch, position)`` of
+    :class:`rlfn_arch.data.sampler.ResumableSampler`: Python's and NumPy's random generators (which BasicSR's
+    random crop, flips and rotations draw from) are seeded from the key for the sample and restored after
+    it, so a sample's augmentation depends on (seed, epoch, position) alone.
+    """
+
+    sample_keys = True  # ResumableSampler yields keys to this dataset
+
+    def __getitem__(self, key):
+        if not isinstance(key, (tuple, list)):
+            return self._load(key)
+        index, seed, epoch, position = key
+        token = f'{seed}:{epoch}:{position}'
+        py_state, np_state = random.getstate(), np.random.get_state()
+        random.seed(token)  # a str seed is hashed with SHA-512: the same in every process
+        np.random.seed(zlib.crc32(token.encode()))
+        try:
+            return self._load(index)
+        finally:
+            random.setstate(py_state)
+            np.random.set_state(np_state)
+
+    def _load(self, index):
         try:
             return super().__getitem__(index)
         except Exception as e:

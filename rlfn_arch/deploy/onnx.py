@@ -25,14 +25,31 @@ class _Export(torch.nn.Module):
         return self.net.forward_features(x)
 
 
-def export_onnx(net, path, opset=17):
+def export_onnx(net, path, opset=17, metadata=None):
+    """Export ``net`` to ``path`` (atomically); ``metadata`` (strings) goes into the model's ``metadata_props``."""
+    import io
     net = net.eval().cpu()
     x = torch.rand(1, net.conv_1.in_channels, 32, 32)
-    atomic_write(path, lambda f: torch.onnx.export(
-        _Export(net), (x, ), f, opset_version=opset, input_names=['lq'], output_names=['sr'],
-        dynamic_axes={'lq': {0: 'batch', 2: 'height', 3: 'width'},
-                      'sr': {0: 'batch', 2: 'out_height', 3: 'out_width'}}, dynamo=False))
+    buf = io.BytesIO()
+    torch.onnx.export(_Export(net), (x, ), buf, opset_version=opset, input_names=['lq'], output_names=['sr'],
+                      dynamic_axes={'lq': {0: 'batch', 2: 'height', 3: 'width'},
+                                    'sr': {0: 'batch', 2: 'out_height', 3: 'out_width'}}, dynamo=False)
+    data = buf.getvalue()
+    if metadata:
+        import onnx
+        model = onnx.load_from_string(data)
+        for k, v in metadata.items():
+            entry = model.metadata_props.add()
+            entry.key, entry.value = str(k), str(v)
+        data = model.SerializeToString()
+    atomic_write(path, lambda f: f.write(data))
     return path
+
+
+def onnx_metadata(path):
+    """The ``metadata_props`` of an ONNX file as a dict ({} when it has none)."""
+    import onnx
+    return {p.key: p.value for p in onnx.load(path, load_external_data=False).metadata_props}
 
 
 def check_onnx(net, path, sizes=CHECK_SIZES, batch=1, seed=0):
@@ -66,7 +83,10 @@ class OnnxRLFN:
             so.intra_op_num_threads, so.inter_op_num_threads = threads, 1
         self.sess = ort.InferenceSession(path, so, providers=['CPUExecutionProvider'])
         self.path = path
-        self.upscale = scale or self._probe_scale()
+        meta = self.sess.get_modelmeta().custom_metadata_map or {}
+        self.metadata = dict(meta)
+        # the scale the export wrote into the model; older files without it are probed with one run
+        self.upscale = scale or (int(meta['scale']) if str(meta.get('scale', '')).isdigit() else self._probe_scale())
 
     def _probe_scale(self):
         y = self.sess.run(None, {'lq': np.zeros((1, 3, 16, 16), np.float32)})[0]

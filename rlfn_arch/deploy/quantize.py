@@ -71,7 +71,8 @@ def calibration_patches(folder=None, n=32, size=96, seed=0):
 KEEP_FLOAT = ('upsampler', 'esa', 'c5', 'conv_1', 'conv_2', 'c1_r')
 
 
-def quantize(fp32_onnx, out_path, patches, keep_float=KEEP_FLOAT, op_types=('Conv', ), method='entropy', extra=None):
+def quantize(fp32_onnx, out_path, patches, keep_float=KEEP_FLOAT, op_types=('Conv', ), method='entropy', extra=None,
+             metadata=None):
     import onnx
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
@@ -86,7 +87,10 @@ def quantize(fp32_onnx, out_path, patches, keep_float=KEEP_FLOAT, op_types=('Con
                         calibrate_method={'minmax': CalibrationMethod.MinMax, 'entropy': CalibrationMethod.Entropy,
                                           'percentile': CalibrationMethod.Percentile}[method],
                         nodes_to_exclude=exclude, op_types_to_quantize=list(op_types), extra_options=extra or {})
-        with open(quantized, 'rb') as f:  # the finished model only, atomically: no partial file at out_path
-            data = f.read()
+        qmodel = onnx.load(quantized)
+        for k, v in (metadata or {}).items():  # what the model says about itself (scale, network, range)
+            entry = qmodel.metadata_props.add()
+            entry.key, entry.value = str(k), str(v)
+        data = qmodel.SerializeToString()  # the finished model only, atomically: no partial file at out_path
     atomic_write(out_path, lambda f: f.write(data))
     return out_path

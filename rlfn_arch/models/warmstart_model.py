@@ -33,7 +33,14 @@ import numpy as np
 import torch
 from torch.nn.parallel import DistributedDataParallel
 
-from rlfn_arch.utils.checkpoint import CheckpointError, atomic_save, check_finite, safe_load, strip_module
+from rlfn_arch.utils.checkpoint import (
+    CheckpointError,
+    atomic_save,
+    check_finite,
+    is_safetensors,
+    safe_load,
+    strip_module,
+)
 from rlfn_arch.utils.precision import autocast, describe, resolve_channels_last, resolve_precision
 
 from basicsr.losses import build_loss
@@ -242,6 +249,8 @@ class WarmStartModel(SRModel):
         logger = get_root_logger()
         net = self.get_bare_model(net)
         load_net = safe_load(load_path)
+        if is_safetensors(load_path):  # a flat state dict: the file holds one set of weights
+            param_key = None
         if param_key is not None:
             if param_key not in load_net and 'params' in load_net:
                 logger.info(f'Loading: {param_key} does not exist in {load_path}, use params.')

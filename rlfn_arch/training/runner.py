@@ -15,8 +15,10 @@ from os import path as osp
 import torch
 import torch.distributed as dist
 
+from rlfn_arch.archs.rlfn_weights import detect_config, save_weights
 from rlfn_arch.basicsr_seam import run_stage
-from rlfn_arch.utils.checkpoint import atomic_save, safe_load
+from rlfn_arch.data.sampler import ResumableSampler
+from rlfn_arch.utils.checkpoint import CheckpointError, atomic_save, safe_load
 from rlfn_arch.utils.fs import ExperimentLock, LockedError, remove_stale_tmp, rename_inside
 from rlfn_arch.utils.options import thaw
 
@@ -56,7 +58,7 @@ def _lock(experiments, name, rank, world):
     return lock
 
 
-def train_stages(plans, experiments, exp_root, auto_resume, rank=0, world=1):
+def train_stages(plans, experiments, exp_root, auto_resume, rank=0, world=1, source='<options>'):
     """Run ``plans`` (from :func:`rlfn_arch.training.plan.build_plans`) under the experiment's lock.
 
     Returns:
@@ -64,7 +66,7 @@ def train_stages(plans, experiments, exp_root, auto_resume, rank=0, world=1):
     """
     lock = _lock(experiments, osp.basename(exp_root), rank, world)
     try:
-        return _train_locked(plans, experiments, exp_root, auto_resume, rank, world)
+        return _train_locked(plans, experiments, exp_root, auto_resume, rank, world, source)
     finally:
         if lock is not None:
             lock.release()
@@ -79,13 +81,23 @@ def _resume_cleanup(plan, records):
             print(f'[{plan.label}] removed {f} (a write interrupted by the kill)', flush=True)
 
 
-def _finish(records, plans, exp_root):
-    """Rank 0: the last stage's model as net_g_final.pth, bicubic on the validation set, the summary."""
+def _finish(records, plans, exp_root, source):
+    """Rank 0: the last stage's model as net_g_final.pth and net_g_final.safetensors (the weights the stage
+    validated with: its EMA when it kept one; with metadata), bicubic on the validation set, the summary."""
     last = plans[-1]
     final_path = osp.join(exp_root, 'net_g_final.pth')
-    atomic_save(safe_load(last.final), final_path)
-    records.update(last.label, final_model=final_path)
+    ckpt = safe_load(last.final)
+    atomic_save(ckpt, final_path)
     opt = thaw(last.options)
+    metrics = records.get(last.label).get('metrics', {})
+    weights = ckpt.get('params_ema', ckpt['params'])
+    try:
+        save_weights(weights, osp.join(exp_root, 'net_g_final.safetensors'), detect_config(weights),
+                     option_file=osp.basename(source), stages=[p.label for p in plans], val_psnr=metrics.get('psnr'),
+                     weights='params_ema' if 'params_ema' in ckpt else 'params')
+    except CheckpointError as e:  # a network_g that is not RLFN-shaped: the .pth is the final model
+        print(f'note: no net_g_final.safetensors ({e})', flush=True)
+    records.update(last.label, final_model=final_path)
     baseline = bicubic_baseline(opt)
     records.data['bicubic'] = baseline
     records.update(last.label)
@@ -116,7 +128,7 @@ def _run_plan(plan, records, exp_root, rank, world):
     t0 = time.time()
     records.update(plan.label, status='running', init_from=plan.init_from,
                    total_iter=plan.options['train']['total_iter'], segment_start=t0)
-    model = run_stage(plan, resume_state)
+    model = run_stage(plan, resume_state, sampler=ResumableSampler)
     if world > 1:
         check_replicas(model, plan.label)
     barrier()
@@ -125,7 +137,7 @@ def _run_plan(plan, records, exp_root, rank, world):
                    segment_start=None, metrics=_metrics(model))
 
 
-def _train_locked(plans, experiments, exp_root, auto_resume, rank, world):
+def _train_locked(plans, experiments, exp_root, auto_resume, rank, world, source):
     if rank == 0 and not auto_resume and osp.lexists(exp_root):
         _archive(exp_root, experiments, 'exists (use --auto_resume to continue it)')
     barrier()
@@ -142,6 +154,6 @@ def _train_locked(plans, experiments, exp_root, auto_resume, rank, world):
             continue
         _run_plan(plan, records, exp_root, rank, world)
     if rank == 0:
-        _finish(records, plans, exp_root)
+        _finish(records, plans, exp_root, source)
     barrier()
     return 0

@@ -22,20 +22,60 @@ class CheckpointError(ValueError):
     """A checkpoint file that cannot be used, with the file and the reason."""
 
 
+def is_safetensors(path):
+    """True when the file's content is a safetensors file (an 8-byte little-endian header length, then a
+    JSON header starting with ``{``), whatever its name ends with."""
+    try:
+        with open(path, 'rb') as f:
+            head = f.read(9)
+    except OSError:
+        return False
+    # a header length that the file cannot hold still means safetensors (truncated): the reader names the problem
+    return len(head) == 9 and head[8:9] == b'{' and 0 < int.from_bytes(head[:8], 'little') < 2**30
+
+
+def read_safetensors(path, map_location='cpu'):
+    """``(tensors, metadata)`` of a safetensors file, read by the safetensors library (nothing is unpickled).
+
+    Raises:
+        CheckpointError: a corrupt header or data, naming the file.
+    """
+    from safetensors import safe_open
+    try:
+        with safe_open(path, framework='pt', device=str(map_location)) as f:
+            return {k: f.get_tensor(k) for k in f.keys()}, dict(f.metadata() or {})
+    except Exception as e:  # SafetensorError, OSError, ValueError: one message naming the file
+        raise CheckpointError(f'{path}: not a readable safetensors file: {str(e).strip().splitlines()[0]}') from e
+
+
+def save_safetensors(state_dict, path, metadata=None):
+    """Write ``state_dict`` (tensors) as safetensors with string ``metadata``, atomically
+    (:func:`rlfn_arch.utils.fs.atomic_write`)."""
+    from safetensors.torch import save
+    data = save({k: v.detach().cpu().contiguous() for k, v in state_dict.items()},
+                metadata={str(k): str(v) for k, v in (metadata or {}).items()})
+    atomic_write(path, lambda f: f.write(data))
+
+
 def safe_load(path, map_location='cpu'):
-    """Load a torch file with ``weights_only=True`` (tensors, dicts, lists, numbers, strings only).
+    """Load a checkpoint without running code: a torch file with ``weights_only=True`` (tensors, dicts,
+    lists, numbers, strings only), or a safetensors file (detected by content, not by the name's ending;
+    returned as its flat state dict).
 
     CUDA storages are mapped to ``map_location`` (CPU by default), so files saved on GPU open anywhere.
 
     Raises:
-        CheckpointError: the file is missing, truncated, not a torch file, or holds Python objects
-            that are not allow-listed (for example a pickled class that would run code).
+        CheckpointError: the file is missing, truncated, not a torch or safetensors file, or holds Python
+            objects that are not allow-listed (for example a pickled class that would run code).
     """
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise CheckpointError(f'{path}: no such file')
+    if is_safetensors(path):
+        return read_safetensors(path, map_location)[0]
     try:
-        return torch.load(path, map_location=map_location, weights_only=True)
+        with open(path, 'rb') as f:  # a file object: torch.load reads a path named *.safetensors as safetensors
+            return torch.load(f, map_location=map_location, weights_only=True)
     except Exception as e:  # torch raises many types: UnpicklingError, RuntimeError, EOFError, ...
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise CheckpointError(f'{path}: cannot be loaded safely as a torch checkpoint '

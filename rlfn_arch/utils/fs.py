@@ -162,8 +162,9 @@ class LockedError(RuntimeError):
 
 class ExperimentLock:
     """An exclusive lock on one experiment: ``experiments/.<name>.lock`` (beside the experiment folder,
-    so archiving the folder never moves the lock). Held with ``fcntl.flock`` for the whole run; the OS
-    releases it when the process dies, so a killed run never blocks the next one. The file records the
+    so archiving the folder never moves the lock). Held with a POSIX record lock (``fcntl.lockf``) for the
+    whole run; the OS releases it when the process dies (forked DataLoader workers do not hold it), so a
+    killed run never blocks the next one. The file records the
     holder's PID, host and start time for the message a second run prints."""
 
     def __init__(self, experiments_dir, name):
@@ -176,7 +177,9 @@ class ExperimentLock:
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
         if fcntl is not None:
             try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                # a POSIX record lock belongs to this process alone: DataLoader workers forked from it do not
+                # inherit it (a flock would be shared with them and outlive a killed run while they wind down)
+                fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except OSError:
                 holder = os.read(fd, 4096).decode('utf-8', 'replace').strip() or 'unknown process'
                 os.close(fd)
@@ -191,7 +194,7 @@ class ExperimentLock:
 
     def release(self):
         if self.fd is not None:
-            os.close(self.fd)  # closing the descriptor releases the flock
+            os.close(self.fd)  # closing the descriptor releases the lock
             self.fd = None
 
     def __enter__(self):

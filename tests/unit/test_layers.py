@@ -3,7 +3,7 @@ circle. Floors (an import may go to its own floor or lower):
 
     0  utils, basicsr_seam (the one module that reaches into basicsr's internals)
     1  archs, losses, data
-    2  models, deploy (and rlfn_arch.fast, the documented name of deploy.fast)
+    2  models, deploy, integrations (and rlfn_arch.fast, the documented name of deploy.fast)
     3  training, and the package root (which imports the floors below to register BasicSR classes)
     4  entry points: python -m rlfn_arch.<tool> modules and the rlfn console command
 
@@ -17,8 +17,8 @@ from helpers import REPO
 
 PKG = os.path.join(REPO, 'rlfn_arch')
 ENTRY = {'train', 'test', 'prepare', 'infer', 'export', 'quantize', 'convert', 'benchmark', 'compare', 'cli'}
-FLOOR = {'utils': 0, 'basicsr_seam': 0, 'archs': 1, 'losses': 1, 'data': 1, 'models': 2, 'deploy': 2, 'fast': 2,
-         'training': 3, '': 3}
+FLOOR = {'utils': 0, 'basicsr_seam': 0, 'archs': 1, 'losses': 1, 'data': 1, 'models': 2, 'deploy': 2,
+         'integrations': 2, 'fast': 2, 'training': 3, '': 3}
 
 
 def modules():

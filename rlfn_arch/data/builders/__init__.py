@@ -17,7 +17,7 @@ input it cannot use at all. Nothing here prints a result or exits: ``python -m r
 from .bicubic import check_outputs, make_bicubic_lr  # noqa: F401
 from .check import check_pair  # noqa: F401
 from .common import PrepareError, Summary, default_workers  # noqa: F401
-from .df2k import DF2K_LAYOUT, build_df2k  # noqa: F401
+from .df2k import DF2K_LAYOUT, build_df2k, modcrop_copy  # noqa: F401
 from .lmdb import build_lmdb, lmdb_keys  # noqa: F401
 from .sample import SAMPLE_SCALES, SAMPLE_SUB, SAMPLE_TRAIN, SAMPLE_VAL, build_sample_dataset, sample_ready  # noqa: F401
 from .subimages import crop_starts, make_subimages  # noqa: F401

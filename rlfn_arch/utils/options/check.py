@@ -217,7 +217,7 @@ def _check_top(opt, ck):
         ck.err('model_type', f'unknown model {model_type!r}{_suggest(model_type, MODEL_REGISTRY.keys())}')
     net = opt.get('network_g')
     _check_typed(net, ARCH_REGISTRY, 'architecture', ck, 'network_g')
-    if isinstance(net, dict) and net.get('type') == 'RLFN' and 'upscale' in net and net['upscale'] != scale:
+    if isinstance(net, dict) and net.get('type') in ('RLFN', 'RFDN') and 'upscale' in net and net['upscale'] != scale:
         ck.err('network_g.upscale', f'{net["upscale"]} differs from scale: {scale}')
 
 

@@ -1,0 +1,90 @@
+"""RLFN (every preset and the RFDN -> RLFN steps, scales 2/3/4, 1 or 3 channels) in spandrel, the model
+loader behind chaiNNer and ComfyUI.
+
+    import rlfn_arch.integrations.spandrel as rlfn_spandrel
+    rlfn_spandrel.install()                       # registers RLFN in spandrel.MAIN_REGISTRY
+    model = spandrel.ModelLoader().load_from_file('RLFN_S_x4.safetensors')   # or .pth, official or ours
+
+Written the way spandrel's own architectures are (detection by key conditions, hyperparameters read
+from the tensor shapes), registered through spandrel's public API only (``ArchRegistry.add``). It loads
+the official RLFN files (bytedance layout and the NTIRE 2022 challenge copy) and the official RFDN file,
+which work in [0, 255], as well as this project's [0, 1] checkpoints (converted, trained, ``params`` or
+``params_ema``, ``.pth`` or ``.safetensors``); every descriptor takes and returns images in [0, 1] as
+spandrel's do. The value range is not stored in a bare state dict, so it is decided by what the network
+does: the [0, 255] reading is taken only when the network, fed 255x a smooth test image, returns 255x an
+upscaled copy of it and the [0, 1] reading does not; everything else is read as [0, 1] (BasicSR's range).
+"""
+import torch
+from torch.nn import functional as F
+
+from rlfn_arch.archs.rlfn_arch import MIN_INPUT_SIZE, RLFN
+from rlfn_arch.archs.rlfn_weights import detect_config, fold_range, normalize_keys, preset_name
+
+try:
+    from spandrel import ArchSupport, ImageModelDescriptor, SizeRequirements
+    from spandrel.__helpers.model_descriptor import Architecture  # noqa: F401  (re-exported below)
+    from spandrel.util import KeyCondition
+except ImportError as e:  # pragma: no cover - spandrel is an optional dependency
+    raise ImportError('rlfn_arch.integrations.spandrel needs spandrel: pip install "rlfn-basicsr[spandrel]"') from e
+
+from spandrel import Architecture as _Architecture  # the public name
+
+#: Released-code names and the NTIRE 2022 / RFDN names of the same tensors.
+_DETECT = KeyCondition.has_any(
+    KeyCondition.has_all('conv_1.weight', 'block_1.c1_r.weight', 'block_1.c5.weight', 'block_1.esa.conv1.weight',
+                         'block_1.esa.conv_f.weight', 'block_1.esa.conv2.weight', 'block_1.esa.conv3.weight',
+                         'block_1.esa.conv4.weight', 'conv_2.weight', 'upsampler.0.weight'),
+    KeyCondition.has_all('fea_conv.weight', 'B1.c1_r.weight', 'B1.c5.weight', 'B1.esa.conv1.weight',
+                         'B1.esa.conv_f.weight', 'B1.esa.conv2.weight', 'B1.esa.conv3.weight', 'B1.esa.conv4.weight',
+                         'LR_conv.weight', 'upsampler.0.weight'),
+)
+
+
+def _smooth_image(channels, size=48, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    coarse = torch.rand(1, channels, 6, 6, generator=g) * 0.6 + 0.2
+    return F.interpolate(coarse, size=(size, size), mode='bicubic', align_corners=False).clamp(0, 1)
+
+
+def value_range(net):
+    """255 when ``net`` works in [0, 255] (official files), else 1 (see the module docstring)."""
+    x = _smooth_image(net.conv_1.in_channels)
+    s = net.upscale
+    ref = F.interpolate(x, scale_factor=s, mode='bicubic', align_corners=False)
+    with torch.inference_mode():
+        err01 = (net(x) - ref).abs().mean().item()
+        err255 = (net(x * 255) / 255 - ref).abs().mean().item()
+    return 255 if err255 < 0.05 and err255 < 0.5 * err01 else 1
+
+
+class RLFNArch(_Architecture[RLFN]):
+    """spandrel architecture: RLFN and its RFDN-side variants (``RFDN`` is the same class with other
+    switches)."""
+
+    def __init__(self):
+        super().__init__(id='RLFN', detect=_DETECT)
+
+    def load(self, state_dict):
+        sd = normalize_keys(state_dict)
+        cfg = detect_config(sd)
+        net = RLFN(**cfg)
+        net.load_state_dict(sd, strict=True)
+        net.eval()
+        if value_range(net) != 1:
+            sd = fold_range(sd, 255.0)
+        name = preset_name(cfg)
+        tags = [name] if name != 'custom' else []
+        tags += [f'{cfg["feature_channels"]}nf', f'{cfg["num_blocks"]}b']
+        return ImageModelDescriptor(
+            net, sd, architecture=self, purpose='SR', tags=tags,
+            supports_half=True,  # fp16 and bf16 both checked against fp32 by tests/unit/integrations
+            supports_bfloat16=True, scale=cfg['upscale'], input_channels=cfg['in_channels'],
+            output_channels=cfg['out_channels'], size_requirements=SizeRequirements(minimum=MIN_INPUT_SIZE))
+
+
+def install(registry=None):
+    """Register RLFN in ``registry`` (default ``spandrel.MAIN_REGISTRY``). Idempotent. Returns the
+    architectures added (empty when it was already there)."""
+    if registry is None:
+        from spandrel import MAIN_REGISTRY as registry
+    return registry.add(ArchSupport.from_architecture(RLFNArch()), ignore_duplicates=True)

@@ -1,0 +1,78 @@
+"""ResumableSampler: BasicSR's order for every enlarge ratio, world size and rank; a resumed sampler serves
+exactly what the uninterrupted one had left; per-sample augmentation depends on the key alone."""
+import random
+
+import numpy as np
+import pytest
+import torch
+
+from rlfn_arch.data.sampler import ResumableSampler
+
+from basicsr.data.data_sampler import EnlargedSampler
+
+
+class _Data:
+    def __init__(self, n, keys=False):
+        self.n, self.sample_keys = n, keys
+
+    def __len__(self):
+        return self.n
+
+
+@pytest.mark.parametrize('n,ratio,world', [(6, 1, 1), (7, 3, 2), (10, 10, 3), (5, 2, 4)])
+def test_the_order_is_basicsrs_for_every_ratio_world_size_and_rank(n, ratio, world):
+    for rank in range(world):
+        ours, theirs = ResumableSampler(_Data(n), world, rank, ratio), EnlargedSampler(_Data(n), world, rank, ratio)
+        for epoch in (0, 1, 7):
+            ours.set_epoch(epoch)
+            theirs.set_epoch(epoch)
+            assert list(ours) == list(theirs) and len(ours) == len(theirs)
+
+
+@pytest.mark.parametrize('world,batch', [(1, 2), (2, 3)])
+def test_a_resumed_sampler_serves_exactly_the_rest_of_the_epoch_then_whole_epochs(world, batch):
+    n, ratio = 7, 3
+    for rank in range(world):
+        full = ResumableSampler(_Data(n), world, rank, ratio, batch_size=batch)
+        per_epoch = full.batches_per_epoch
+        for it in (per_epoch * 2 + 1, per_epoch * 3 - 1, per_epoch * 3):  # inside epoch 2, and at its very end
+            resumed = ResumableSampler(_Data(n), world, rank, ratio, batch_size=batch, resume_epoch=2, resume_iter=it)
+            for epoch in (2, 3):
+                full.set_epoch(epoch)
+                resumed.set_epoch(epoch)
+                expect = list(full)[(it - 2 * per_epoch) * batch:] if epoch == 2 else list(full)
+                assert list(resumed) == expect, (rank, it, epoch)
+
+
+def test_an_impossible_position_is_refused():
+    with pytest.raises(ValueError, match='not inside epoch'):
+        ResumableSampler(_Data(6), 1, 0, 1, batch_size=2, resume_epoch=1, resume_iter=100)
+
+
+def test_keys_carry_seed_epoch_and_global_position():
+    s = ResumableSampler(_Data(5, keys=True), 2, 1, 2, seed=7)
+    s.set_epoch(3)
+    keys = list(s)
+    order = s.order(3)
+    assert keys == [(order[p], 7, 3, p) for p in range(1, s.total_size, 2)]
+
+
+def test_the_augmentation_of_a_sample_depends_on_its_key_alone(tmp_path):
+    from helpers import make_pairs
+
+    from rlfn_arch.data.checked_dataset import CheckedPairedImageDataset
+    hr, lr = make_pairs(str(tmp_path), n=2, size=(80, 80), scale=4)
+    ds = CheckedPairedImageDataset({'name': 't', 'dataroot_gt': hr, 'dataroot_lq': lr, 'filename_tmpl': '{}x4',
+                                    'io_backend': {'type': 'disk'}, 'gt_size': 32, 'use_hflip': True,
+                                    'use_rot': True, 'scale': 4, 'phase': 'train'})
+    random.seed(1)
+    np.random.seed(1)
+    a = ds[(1, 0, 5, 17)]['lq']
+    random.seed(2)  # another worker, another process state: the same sample
+    b = ds[(1, 0, 5, 17)]['lq']
+    c = ds[(1, 0, 6, 17)]['lq']  # another epoch: another crop
+    assert torch.equal(a, b) and not torch.equal(a, c)
+    state = random.getstate()
+    ds[(0, 0, 0, 0)]
+    assert random.getstate() == state  # the caller's generator is left as it was
+

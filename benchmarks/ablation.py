@@ -37,7 +37,7 @@ import rlfn_arch  # noqa: F401
 from rlfn_arch.data.image_io import list_images
 from rlfn_arch.utils.fs import atomic_write
 from rlfn_arch.utils.options import load_options, yaml_dump
-from rlfn_arch.utils.precision import describe, resolve_precision
+from rlfn_arch.utils.precision import PRECISIONS, describe, resolve_precision
 
 from basicsr.metrics import calculate_psnr
 
@@ -225,7 +225,7 @@ def main():
     p.add_argument('--iters', type=int, default=3000, help='total iterations per arm (default 3000)')
     p.add_argument('--seeds', type=int, nargs='+', default=[0, 1, 2])
     p.add_argument('--arms', nargs='+', default=list(ARMS), choices=list(ARMS))
-    p.add_argument('--precision', default='auto', choices=['auto', 'fp32', 'bf16', 'fp16'])
+    p.add_argument('--precision', default='auto', choices=PRECISIONS)
     p.add_argument('--device', default=None, help='cpu or cuda (default: cuda if available)')
     p.add_argument('--workers', type=int, default=None)
     args = p.parse_args()

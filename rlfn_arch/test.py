@@ -11,6 +11,7 @@ import rlfn_arch  # noqa: F401  registers RLFN & co. and installs the compatibil
 from rlfn_arch.basicsr_seam import run_test
 from rlfn_arch.utils.checkpoint import check_pretrain
 from rlfn_arch.utils.options import OptionError, apply_force_yml, check_options, load_options
+from rlfn_arch.utils.precision import PRECISIONS
 from rlfn_arch.utils.runtime import finalize, project_root
 
 
@@ -22,7 +23,7 @@ def parse_args(argv=None):
     parser.add_argument('--datasets_root', default=None,
                         help='folder holding <Set>/HR and <Set>/LR_bicubic/X<s> (e.g. ../shared/datasets); '
                         'replaces the leading "datasets/" of the dataroots in the option file')
-    parser.add_argument('--precision', default='fp32', choices=('fp32', 'auto', 'bf16', 'fp16'),
+    parser.add_argument('--precision', default='fp32', choices=PRECISIONS,
                         help='fp32 (default: the paper protocol), auto (bf16 where native), bf16, fp16 (CUDA)')
     parser.add_argument('--auto_resume', action='store_true', help=argparse.SUPPRESS)
     parser.add_argument('--debug', action='store_true', help=argparse.SUPPRESS)

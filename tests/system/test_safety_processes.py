@@ -1,11 +1,7 @@
 """Hostile and unlucky runs never lose data where a real process matters: concurrent runs, locks
 held by a killed process, a full disk (a file-size limit on the child), kills mid-run.
-
-Each test builds the hostile case on tiny data, runs the real entry point (in this process, through
-``main(argv)``, unless the process boundary is the point), and checks the documented behaviour: a clear
-error naming the file, key or value, the right exit code, and every file the run did not create left
-byte for byte as it was.
-"""
+(The hostile case on tiny data, the real entry point, the documented exit code and message, and every
+file the run did not create left as it was: the pattern of all the safety tests.)"""
 import glob
 import os
 import signal

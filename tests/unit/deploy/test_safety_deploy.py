@@ -1,10 +1,6 @@
 """Hostile inputs never lose data: inference, export and their weights.
-
-Each test builds the hostile case on tiny data, runs the real entry point (in this process, through
-``main(argv)``, unless the process boundary is the point), and checks the documented behaviour: a clear
-error naming the file, key or value, the right exit code, and every file the run did not create left
-byte for byte as it was.
-"""
+(The hostile case on tiny data, the real entry point, the documented exit code and message, and every
+file the run did not create left as it was: the pattern of all the safety tests.)"""
 import os
 
 import cv2

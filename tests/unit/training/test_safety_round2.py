@@ -124,7 +124,8 @@ def test_a_fifo_option_file_is_refused_without_hanging(tmp_path, capsys):
     assert result['rc'] == 2 and 'not a regular file' in capsys.readouterr().err
 
 
-@pytest.mark.parametrize('data', [b'name: caf\xe9  # Latin-1 comment\n', os.urandom(64) + b'\xff\xfe'])
+@pytest.mark.parametrize('data', [b'name: caf\xe9  # Latin-1 comment\n', bytes(range(100, 228)) + b'\xff\xfe'],
+                         ids=['latin1', 'random_bytes'])
 def test_a_non_utf8_option_file_is_a_one_line_error(tmp_path, capsys, data):
     bad = tmp_path / 'bad.yml'
     bad.write_bytes(data)

@@ -89,3 +89,33 @@ def test_two_process_gloo_two_stages_kill_and_resume(tmp_path):
     assert iters_in_log(exp / 's2')[-1] == 300
     assert not glob.glob(str(tmp_path / 'experiments' / '*archived*'))
     shutil.rmtree(other)
+
+
+def test_two_process_gloo_run_killed_mid_epoch_resumes_bit_identical(tmp_path):
+    """The exact-resume guarantee under DDP: each rank's shard resumes at the same position."""
+    from helpers import edit
+
+    def options(root):
+        yml, exp = tiny_options(root, stage_iters=(60, 1, 1), save_freq=10)
+        # 6 images x 10 / 2 ranks / batch 2 = 15 batches per epoch and rank: iteration 20 is mid-epoch 1
+        edit(yml, lambda o: (o['datasets']['train'].update(dataset_enlarge_ratio=10),
+                             o.update(stages=o['stages'][:1])))
+        return yml, exp
+    full_yml, full_exp = options(tmp_path / 'full')
+    p = _run(['-opt', full_yml])
+    out = p.communicate(timeout=600)[0]
+    assert p.returncode == 0, out[-3000:]
+    yml, exp = options(tmp_path / 'killed')
+    p = _run(['-opt', yml])
+    target = exp / 's1' / 'training_states' / '20.state'
+    deadline = time.time() + 300
+    while not target.exists() and time.time() < deadline and p.poll() is None:
+        time.sleep(0.05)
+    assert target.exists(), p.communicate()[0][-3000:] if p.poll() is not None else 'timeout'
+    kill_tree(p, yml)
+    assert not (exp / 'net_g_final.pth').exists()
+    p = _run(['-opt', yml, '--auto_resume'])
+    out = p.communicate(timeout=600)[0]
+    assert p.returncode == 0 and '[s1] resuming from' in out, out[-3000:]
+    a, b = (safe_load(e / 'net_g_final.pth')['params'] for e in (full_exp, exp))
+    assert all(torch.equal(a[k], b[k]) for k in a)

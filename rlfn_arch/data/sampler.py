@@ -59,7 +59,9 @@ class ResumableSampler(Sampler):
         return [v % n for v in torch.randperm(self.total_size, generator=g).tolist()]
 
     def __iter__(self):
-        skip = self._skip.pop(self.epoch, 0)  # once: the epoch the run was resumed in
+        # every iterator of the resumed epoch skips (BasicSR's CPUPrefetcher makes one when it is built and
+        # another after set_epoch; both serve the same epoch), later epochs are whole
+        skip = self._skip.get(self.epoch, 0)
         order = self.order(self.epoch)
         positions = range(self.rank + skip * self.num_replicas, self.total_size, self.num_replicas)
         if self.keys:

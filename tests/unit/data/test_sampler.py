@@ -44,6 +44,15 @@ def test_a_resumed_sampler_serves_exactly_the_rest_of_the_epoch_then_whole_epoch
                 assert list(resumed) == expect, (rank, it, epoch)
 
 
+def test_every_iterator_of_the_resumed_epoch_skips_as_basicsrs_prefetcher_needs():
+    """CPUPrefetcher calls iter() when it is built and again after set_epoch: both must resume."""
+    full = ResumableSampler(_Data(6), 1, 0, 10, batch_size=2)
+    resumed = ResumableSampler(_Data(6), 1, 0, 10, batch_size=2, resume_epoch=0, resume_iter=7)
+    first = list(resumed)
+    resumed.set_epoch(0)
+    assert first == list(resumed) == list(full)[14:]
+
+
 def test_an_impossible_position_is_refused():
     with pytest.raises(ValueError, match='not inside epoch'):
         ResumableSampler(_Data(6), 1, 0, 1, batch_size=2, resume_epoch=1, resume_iter=100)

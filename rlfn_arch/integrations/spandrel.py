@@ -20,14 +20,11 @@ from torch.nn import functional as F
 from rlfn_arch.archs.rlfn_arch import MIN_INPUT_SIZE, RLFN
 from rlfn_arch.archs.rlfn_weights import detect_config, fold_range, normalize_keys, preset_name
 
-try:
-    from spandrel import ArchSupport, ImageModelDescriptor, SizeRequirements
-    from spandrel.__helpers.model_descriptor import Architecture  # noqa: F401  (re-exported below)
+try:  # spandrel's public names only
+    from spandrel import Architecture, ArchSupport, ImageModelDescriptor, SizeRequirements
     from spandrel.util import KeyCondition
 except ImportError as e:  # pragma: no cover - spandrel is an optional dependency
     raise ImportError('rlfn_arch.integrations.spandrel needs spandrel: pip install "rlfn-basicsr[spandrel]"') from e
-
-from spandrel import Architecture as _Architecture  # the public name
 
 #: Released-code names and the NTIRE 2022 / RFDN names of the same tensors.
 _DETECT = KeyCondition.has_any(
@@ -57,7 +54,7 @@ def value_range(net):
     return 255 if err255 < 0.05 and err255 < 0.5 * err01 else 1
 
 
-class RLFNArch(_Architecture[RLFN]):
+class RLFNArch(Architecture[RLFN]):
     """spandrel architecture: RLFN and its RFDN-side variants (``RFDN`` is the same class with other
     switches)."""
 

@@ -19,7 +19,8 @@ basicsr.train.load_resume_state                        the plan's training state
 basicsr.train.create_train_val_dataloader              epochs from the real batches per rank (``drop_last``), and
                                                        the checked dataset class whose errors name the sample
 basicsr.train.EnlargedSampler                          :class:`rlfn_arch.data.sampler.ResumableSampler`: the same
-                                                       order, resumed at the batch where the run stopped, and
+                                                       order, resumed at the batch where the run stopped (its
+                                                       position is saved with each training state), and
                                                        per-sample augmentation keys (a resumed run is the same run)
 basicsr.train.build_model                              the same builder, but the runner keeps the model (final
                                                        metrics, DDP replica check)
@@ -238,22 +239,30 @@ def run_stage(plan, resume_state, args=None, sampler=None):
     orig_build_model, orig_loaders = bt.build_model, bt.create_train_val_dataloader
 
     def build_model(o):
-        captured['model'] = orig_build_model(o)
-        return captured['model']
+        model = captured['model'] = orig_build_model(o)
+        if hasattr(model, 'attach_sampler') and hasattr(captured.get('sampler'), 'state'):
+            model.attach_sampler(captured['sampler'])  # its position is saved with each training state
+        return model
 
     def create_train_val_dataloader(o, logger):
         # PairedImageDataset -> its subclass whose load errors name the sample (same samples, same options)
         datasets = {phase: dict(ds, type='CheckedPairedImageDataset') if ds.get('type') == 'PairedImageDataset'
                     else ds for phase, ds in o['datasets'].items()}
-        train_loader, sampler, val_loaders, _, total_iters = orig_loaders(dict(o, datasets=datasets), logger)
+        train_loader, train_sampler, val_loaders, _, total_iters = orig_loaders(dict(o, datasets=datasets), logger)
+        captured['sampler'] = train_sampler
         per_epoch = len(train_loader)  # real batches per rank per epoch (drop_last, sharded)
         if per_epoch == 0:  # the pre-flight check says this first; a second line
             ds = o['datasets']['train']
             raise TrainDataError(f'dataset {ds.get("name")}: {len(train_loader.dataset)} images give no full batch '
                                  f'of {ds["batch_size_per_gpu"]} per process (world size {o["world_size"]})')
-        total_epochs = math.ceil(total_iters / per_epoch)
+        if getattr(train_sampler, 'resume_note', None):
+            logger.warning(f'Resume: {train_sampler.resume_note}')
+        if hasattr(train_sampler, 'epochs_to_reach'):  # counts from where its epochs start (moved by a data change)
+            total_epochs = train_sampler.epochs_to_reach(total_iters)
+        else:
+            total_epochs = math.ceil(total_iters / per_epoch)
         logger.info(f'Iteration accounting: {per_epoch} iters/epoch per process -> {total_epochs} epochs')
-        return train_loader, sampler, val_loaders, total_epochs, total_iters
+        return train_loader, train_sampler, val_loaders, total_epochs, total_iters
 
     def make_exp_dirs(o):
         if o['rank'] == 0:
@@ -271,7 +280,8 @@ def run_stage(plan, resume_state, args=None, sampler=None):
         return sampler(dataset, num_replicas, rank, ratio, seed=opt['manual_seed'],
                        batch_size=opt['datasets']['train']['batch_size_per_gpu'],
                        resume_epoch=resume_state['epoch'] if resume_state else None,
-                       resume_iter=resume_state['iter'] if resume_state else None)
+                       resume_iter=resume_state['iter'] if resume_state else None,
+                       saved=resume_state.get('sampler') if resume_state else None)
 
     set_random_seed(opt['manual_seed'] + opt['rank'])
     reset_basicsr_logger()

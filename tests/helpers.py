@@ -146,11 +146,11 @@ def flatten(d, prefix=''):
     return out
 
 
-def start_training_and_kill_at(yml, target, settle=0.0, timeout=240):
-    """Start ``python -m rlfn_arch.train -opt yml``, SIGKILL it once ``target`` exists (after ``settle``
+def start_training_and_kill_at(yml, target, settle=0.0, timeout=240, args=()):
+    """Start ``python -m rlfn_arch.train -opt yml *args``, SIGKILL it once ``target`` exists (after ``settle``
     seconds). Returns True when it was killed there (False: it ended or timed out first)."""
     env = dict(os.environ, PYTHONUNBUFFERED='1', OMP_NUM_THREADS='1')
-    p = subprocess.Popen([sys.executable, '-m', 'rlfn_arch.train', '-opt', str(yml)], cwd=REPO, env=env,
+    p = subprocess.Popen([sys.executable, '-m', 'rlfn_arch.train', '-opt', str(yml), *args], cwd=REPO, env=env,
                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + timeout
     while not os.path.exists(target) and time.time() < deadline and p.poll() is None:

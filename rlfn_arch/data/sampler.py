@@ -12,9 +12,18 @@ seeded by the epoch; ``dataset_enlarge_ratio``; rank shards ``rank::world_size``
   afterwards: the augmentation of a sample no longer depends on the DataLoader worker, the number of
   workers, or when the process started. Other datasets receive plain indices.
 
-Epoch ``e`` serves the iterations ``e * P + 1 .. (e + 1) * P`` (``P`` = full batches per process; BasicSR
-drops the last incomplete batch), so a state saved at iteration ``i`` during epoch ``e`` has consumed
-``i - e * P`` batches of it.
+The position is saved with the training state (:meth:`ResumableSampler.state`, the ``sampler`` entry
+written by :class:`rlfn_arch.models.warmstart_model.WarmStartModel`): the epoch, the batches of it already
+consumed, and what the order depends on (dataset length, enlarge ratio, world size, batch size, seed).
+Epochs are counted from an *origin* ``(E0, I0)``: epoch ``E0`` serves the iterations ``I0 + 1 .. I0 + P``
+and every later epoch the next ``P`` (``P`` = full batches per process; BasicSR drops the last incomplete
+batch). A fresh run has origin ``(0, 0)``, so epoch ``e`` serves ``e * P + 1 .. (e + 1) * P``.
+
+If the data changed before a resume (another dataset length, ratio, world size, batch size or seed), the
+saved position means nothing for the new order: the interrupted epoch starts over at the resumed iteration
+(BasicSR's own behaviour), :attr:`ResumableSampler.resume_note` says so, and the origin moves there, so
+later states are counted right. Training states written before the entry existed are placed from their
+(iteration, epoch) with origin ``(0, 0)``.
 """
 import math
 
@@ -33,23 +42,66 @@ class ResumableSampler(Sampler):
         seed (int): the run's ``manual_seed`` (the augmentation keys). Default: 0.
         batch_size (int): samples per batch per process (to count consumed batches). Default: 1.
         resume_epoch (int | None), resume_iter (int | None): where the resumed training state stopped.
+        saved (dict | None): that state's ``sampler`` entry (:meth:`state`); None for a state written
+            before the entry existed. Default: None.
+
+    Attributes:
+        resume_note (str | None): why a resumed run is not the same run as one that never stopped (the
+            data changed since the state was saved); None when it is.
     """
 
     def __init__(self, dataset, num_replicas, rank, ratio=1, seed=0, batch_size=1, resume_epoch=None,
-                 resume_iter=None):
-        self.dataset, self.num_replicas, self.rank = dataset, num_replicas, rank
+                 resume_iter=None, saved=None):
+        self.dataset, self.num_replicas, self.rank, self.ratio = dataset, num_replicas, rank, ratio
         self.epoch, self.seed, self.batch_size = 0, seed, batch_size
         self.num_samples = math.ceil(len(dataset) * ratio / num_replicas)
         self.total_size = self.num_samples * num_replicas
         self.batches_per_epoch = self.num_samples // batch_size
         self.keys = bool(getattr(dataset, 'sample_keys', False))
-        self._skip = {}
+        self.origin, self._skip, self.resume_note = (0, 0), {}, None
         if resume_iter is not None and self.batches_per_epoch:
-            consumed = resume_iter - resume_epoch * self.batches_per_epoch
-            if not 0 <= consumed <= self.batches_per_epoch:
-                raise ValueError(f'training state: iteration {resume_iter} is not inside epoch {resume_epoch} '
-                                 f'({self.batches_per_epoch} batches per epoch); the data or batch size changed')
+            consumed = self._position(resume_epoch, resume_iter, saved)
             self._skip = {resume_epoch: consumed * batch_size}
+
+    def fingerprint(self):
+        """What the order and the augmentation keys depend on (dict of ints)."""
+        return {'dataset_len': len(self.dataset), 'enlarge_ratio': self.ratio, 'world_size': self.num_replicas,
+                'batch_size': self.batch_size, 'seed': self.seed}
+
+    def state(self, epoch, current_iter):
+        """The entry a training state saved at ``current_iter`` (during ``epoch``) keeps for this sampler.
+
+        Returns:
+            dict: ``epoch``, ``consumed_batches`` (of that epoch, per process), ``origin`` and the
+            :meth:`fingerprint`.
+        """
+        e0, i0 = self.origin
+        return {'epoch': epoch, 'consumed_batches': current_iter - i0 - (epoch - e0) * self.batches_per_epoch,
+                'origin': [e0, i0], **self.fingerprint()}
+
+    def _position(self, epoch, it, saved):
+        """Batches of ``epoch`` consumed at iteration ``it``; sets the origin (and the note if the data changed)."""
+        per_epoch = self.batches_per_epoch
+        if saved is not None:
+            changed = [f'{k} {saved.get(k)} -> {v}' for k, v in self.fingerprint().items() if saved.get(k) != v]
+            if not changed and saved.get('epoch') == epoch and 0 <= saved.get('consumed_batches', -1) <= per_epoch:
+                self.origin = tuple(saved['origin'])
+                return saved['consumed_batches']
+            why = ', '.join(changed) or f'the saved position (epoch {saved.get("epoch")}) does not match epoch {epoch}'
+        else:  # a state from before the entry existed: epochs counted from (0, 0)
+            consumed = it - epoch * per_epoch
+            if 0 <= consumed <= per_epoch:
+                return consumed
+            why = f'iteration {it} is not inside epoch {epoch} at {per_epoch} batches per epoch'
+        self.origin = (epoch, it)
+        self.resume_note = (f'the training data changed since this state was saved ({why}): epoch {epoch} starts '
+                            f'over at iteration {it}, so this run is no longer the same as one that never stopped')
+        return 0
+
+    def epochs_to_reach(self, total_iter):
+        """BasicSR's ``total_epochs`` (its loop runs epochs ``start .. total_epochs``) that reach ``total_iter``."""
+        e0, i0 = self.origin
+        return e0 + math.ceil(max(total_iter - i0, 0) / self.batches_per_epoch)
 
     def order(self, epoch):
         """Every process's sample indices of ``epoch``, in BasicSR's order (``torch.randperm`` seeded by it)."""

@@ -10,7 +10,8 @@ Overrides only what SRModel cannot do:
   ``train.max_nonfinite`` in a row (default 10).
 * ``save_network`` / ``save_training_state``: atomic writes (temporary file + rename), clear errors
   instead of basicsr's "Just ignore it", never a checkpoint with non-finite weights; the training
-  state also holds the torch / numpy / Python RNG states.
+  state also holds the torch / numpy / Python RNG states and the training sampler's position in the
+  epoch (``sampler``, see :mod:`rlfn_arch.data.sampler`; read back by the sampler itself).
 * ``resume_training``: restores those RNG states too.
 * ``load_network``: ``weights_only=True`` loading, CUDA-saved files open on CPU, non-finite weights
   refused with the tensor's name.
@@ -82,6 +83,8 @@ def set_rng_state(state):
 @MODEL_REGISTRY.register()
 class WarmStartModel(SRModel):
     """SRModel with the contrastive loss and the safety guards listed in the module docstring."""
+
+    _train_sampler = None  # set by attach_sampler: its position is saved with each training state
 
     def _layout(self):
         """(training precision, validation precision, channels_last) resolved once for this device."""
@@ -236,7 +239,17 @@ class WarmStartModel(SRModel):
                  'stage': self._stage()}
         if self.scaler is not None:
             state['scaler'] = self.scaler.state_dict()
+        if self._train_sampler is not None:
+            state['sampler'] = self._train_sampler.state(epoch, current_iter)
         atomic_save(state, os.path.join(self.opt['path']['training_states'], f'{current_iter}.state'))
+
+    def attach_sampler(self, sampler):
+        """Save ``sampler.state(epoch, iter)`` (its position in the epoch) with every training state.
+
+        Args:
+            sampler: the training sampler (:class:`rlfn_arch.data.sampler.ResumableSampler`).
+        """
+        self._train_sampler = sampler
 
     def resume_training(self, resume_state):
         super().resume_training(resume_state)

@@ -3,7 +3,7 @@ resumed with --auto_resume ends with the same weights, bit for bit, as the run t
 number of DataLoader workers does not change the result (per-sample augmentation keys)."""
 import pytest
 import torch
-from helpers import edit, run_module, start_training_and_kill_at, tiny_options
+from helpers import edit, iters_in_log, make_pairs, run_module, start_training_and_kill_at, tiny_options
 
 from rlfn_arch.utils.checkpoint import safe_load
 
@@ -11,8 +11,8 @@ from rlfn_arch.utils.checkpoint import safe_load
 ITERS, SAVE = (70, 70, 1), 25
 
 
-def _options(root, workers=0):
-    yml, exp = tiny_options(root, stage_iters=ITERS, save_freq=SAVE)
+def _options(root, workers=0, iters=ITERS):
+    yml, exp = tiny_options(root, stage_iters=iters, save_freq=SAVE)
     edit(yml, lambda o: o['datasets']['train'].update(num_worker_per_gpu=workers, dataset_enlarge_ratio=10,
                                                       persistent_workers=workers > 0))
     return yml, exp
@@ -44,3 +44,31 @@ def test_a_run_killed_mid_epoch_and_resumed_ends_bit_identical(tmp_path, uninter
     final = _final(exp)
     assert final.keys() == uninterrupted.keys()
     assert all(torch.equal(final[k], uninterrupted[k]) for k in final)
+
+
+def _kill_grow_resume(root, kills):
+    """Kill the tiny run at each (stage, state) of ``kills``, with a seventh image added after the first kill
+    (35 batches per epoch instead of 30); resume to the end. Returns (final weights, last stdout, folder)."""
+    yml, exp = _options(root, iters=(ITERS[0], 1, 1))  # stage 1 is the point
+    for i, (stage, state) in enumerate(kills):
+        args = ('--auto_resume',) if i else ()
+        assert start_training_and_kill_at(yml, exp / stage / 'training_states' / f'{state}.state', args=args)
+        if i == 0:
+            make_pairs(str(root / 'data'), n=7, size=(80, 80), scale=4)  # the first six are the same images
+    proc = run_module('rlfn_arch.train', '-opt', yml, '--auto_resume', subprocess=True)
+    return _final(exp), proc.stdout, exp
+
+
+def test_the_position_is_saved_with_the_state_and_survives_a_data_change(tmp_path):
+    """Resumed on changed data, the interrupted epoch starts over (said on the console) and the stage still
+    runs exactly total_iter iterations; a second kill after that resumes from the saved position, so it ends
+    bit-identical to the run killed once (recounting from iteration and epoch would land elsewhere)."""
+    once, out, exp = _kill_grow_resume(tmp_path / 'once', [('s1', 25)])
+    assert 'dataset_len 6 -> 7' in out and 'starts over at iteration 25' in out
+    state = torch.load(exp / 's1' / 'training_states' / '50.state', weights_only=False)
+    # epoch 0 restarted at iteration 25 with 35 batches: at iteration 50 it has consumed 25 of them
+    assert state['sampler']['consumed_batches'] == 25 and state['sampler']['origin'] == [0, 25]
+    assert iters_in_log(exp / 's1')[-1] == ITERS[0]
+    twice, out2, _ = _kill_grow_resume(tmp_path / 'twice', [('s1', 25), ('s1', 50)])
+    assert 'changed' not in out2
+    assert all(torch.equal(twice[k], once[k]) for k in once)

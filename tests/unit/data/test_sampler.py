@@ -1,5 +1,6 @@
 """ResumableSampler: BasicSR's order for every enlarge ratio, world size and rank; a resumed sampler serves
 exactly what the uninterrupted one had left; per-sample augmentation depends on the key alone."""
+import math
 import random
 
 import numpy as np
@@ -53,9 +54,59 @@ def test_every_iterator_of_the_resumed_epoch_skips_as_basicsrs_prefetcher_needs(
     assert first == list(resumed) == list(full)[14:]
 
 
-def test_an_impossible_position_is_refused():
-    with pytest.raises(ValueError, match='not inside epoch'):
-        ResumableSampler(_Data(6), 1, 0, 1, batch_size=2, resume_epoch=1, resume_iter=100)
+@pytest.mark.parametrize('world,batch', [(1, 2), (2, 3)])
+def test_the_saved_entry_places_a_resumed_sampler(world, batch):
+    n, ratio = 7, 3
+    per_epoch = math.ceil(n * ratio / world) // batch  # full batches per process
+    for rank in range(world):
+        full = ResumableSampler(_Data(n), world, rank, ratio, batch_size=batch)
+        full.set_epoch(2)
+        it = 2 * per_epoch + 1
+        entry = full.state(2, it)
+        assert entry['consumed_batches'] == 1 and entry['dataset_len'] == n and entry['world_size'] == world
+        resumed = ResumableSampler(_Data(n), world, rank, ratio, batch_size=batch, resume_epoch=2, resume_iter=it,
+                                   saved=entry)
+        resumed.set_epoch(2)
+        assert resumed.resume_note is None and list(resumed) == list(full)[batch:]
+
+
+def test_changed_data_starts_the_interrupted_epoch_over_and_says_what_changed():
+    old = ResumableSampler(_Data(6), 1, 0, 10, batch_size=2)  # 30 batches per epoch
+    entry = old.state(1, 50)  # epoch 1, 20 of its batches consumed
+    new = ResumableSampler(_Data(7), 1, 0, 10, batch_size=2, resume_epoch=1, resume_iter=50, saved=entry)
+    assert 'dataset_len 6 -> 7' in new.resume_note and 'starts over at iteration 50' in new.resume_note
+    whole = ResumableSampler(_Data(7), 1, 0, 10, batch_size=2)
+    for s in (new, whole):
+        s.set_epoch(1)
+    assert list(new) == list(whole)  # the interrupted epoch, from its start (BasicSR's behaviour)
+    # epoch 1 now serves iterations 51..85 and epoch 2 86..120: a later state counts from there, and a
+    # second resume from it continues exactly (recounting from iteration / epoch would not: 90 - 2 * 35 = 20, not 5)
+    later = new.state(2, 90)
+    assert later['consumed_batches'] == 5 and later['origin'] == [1, 50]
+    again = ResumableSampler(_Data(7), 1, 0, 10, batch_size=2, resume_epoch=2, resume_iter=90, saved=later)
+    for s in (again, whole):
+        s.set_epoch(2)
+    assert again.resume_note is None and list(again) == list(whole)[5 * 2:]
+
+
+def test_epochs_reach_the_total_iterations_from_a_moved_origin():
+    s = ResumableSampler(_Data(7), 1, 0, 10, batch_size=2)  # 35 batches per epoch
+    assert s.epochs_to_reach(100) == math.ceil(100 / 35)
+    moved = ResumableSampler(_Data(70), 1, 0, 10, batch_size=2, resume_epoch=9, resume_iter=95,
+                             saved=s.state(9, 95))  # 350 batches per epoch now
+    last = moved.epochs_to_reach(2000)  # BasicSR runs epochs 9..last inclusive
+    served = 95 + (last - 9 + 1) * moved.batches_per_epoch
+    assert served >= 2000 and served - moved.batches_per_epoch < 2000 + moved.batches_per_epoch
+
+
+def test_a_state_from_before_the_entry_is_placed_from_iteration_and_epoch():
+    placed = ResumableSampler(_Data(6), 1, 0, 1, batch_size=2, resume_epoch=1, resume_iter=4)  # 3 per epoch
+    placed.set_epoch(1)
+    assert placed.resume_note is None and len(list(placed)) == 4  # 1 of 3 batches consumed
+    impossible = ResumableSampler(_Data(6), 1, 0, 1, batch_size=2, resume_epoch=1, resume_iter=100)
+    assert 'iteration 100 is not inside epoch 1' in impossible.resume_note
+    impossible.set_epoch(1)
+    assert len(list(impossible)) == 6
 
 
 def test_keys_carry_seed_epoch_and_global_position():

@@ -31,6 +31,15 @@ import torch
 from torch.utils.data.sampler import Sampler
 
 
+def _well_formed(saved):
+    """A ``sampler`` entry as :meth:`ResumableSampler.state` writes it (ints; ``origin`` two ints)."""
+    if not isinstance(saved, dict):
+        return False
+    origin = saved.get('origin')
+    return all(type(saved.get(k)) is int for k in ('epoch', 'consumed_batches')) and \
+        isinstance(origin, (list, tuple)) and len(origin) == 2 and all(type(v) is int for v in origin)
+
+
 class ResumableSampler(Sampler):
     """BasicSR's EnlargedSampler order, resumable inside an epoch, with per-sample keys.
 
@@ -82,12 +91,14 @@ class ResumableSampler(Sampler):
     def _position(self, epoch, it, saved):
         """Batches of ``epoch`` consumed at iteration ``it``; sets the origin (and the note if the data changed)."""
         per_epoch = self.batches_per_epoch
-        if saved is not None:
+        if saved is not None and not _well_formed(saved):
+            why = f'its sampler entry is not one this sampler wrote: {str(saved)[:120]}'
+        elif saved is not None:
             changed = [f'{k} {saved.get(k)} -> {v}' for k, v in self.fingerprint().items() if saved.get(k) != v]
-            if not changed and saved.get('epoch') == epoch and 0 <= saved.get('consumed_batches', -1) <= per_epoch:
+            if not changed and saved['epoch'] == epoch and 0 <= saved['consumed_batches'] <= per_epoch:
                 self.origin = tuple(saved['origin'])
                 return saved['consumed_batches']
-            why = ', '.join(changed) or f'the saved position (epoch {saved.get("epoch")}) does not match epoch {epoch}'
+            why = ', '.join(changed) or f'the saved position (epoch {saved["epoch"]}) does not match epoch {epoch}'
         else:  # a state from before the entry existed: epochs counted from (0, 0)
             consumed = it - epoch * per_epoch
             if 0 <= consumed <= per_epoch:

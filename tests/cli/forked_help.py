@@ -33,20 +33,20 @@ def _child(tool, out_path, err_path):
 
 def main(tools):
     assert not any(m == 'basicsr' or m.startswith(('rlfn_arch', 'basicsr.')) for m in sys.modules)
-    tmp = tempfile.mkdtemp()
-    children = {}
-    for tool in tools:
-        out, err = os.path.join(tmp, f'{tool}.out'), os.path.join(tmp, f'{tool}.err')
-        for p in (out, err):
-            open(p, 'w').close()
-        pid = os.fork()
-        if pid == 0:
-            _child(tool, out, err)
-        children[tool] = (pid, out, err)
-    result = {}
-    for tool, (pid, out, err) in children.items():
-        _, status = os.waitpid(pid, 0)
-        result[tool] = [os.waitstatus_to_exitcode(status), open(out).read(), open(err).read()]
+    with tempfile.TemporaryDirectory() as tmp:
+        children = {}
+        for tool in tools:
+            out, err = os.path.join(tmp, f'{tool}.out'), os.path.join(tmp, f'{tool}.err')
+            for p in (out, err):
+                open(p, 'w').close()
+            pid = os.fork()
+            if pid == 0:
+                _child(tool, out, err)
+            children[tool] = (pid, out, err)
+        result = {}
+        for tool, (pid, out, err) in children.items():
+            _, status = os.waitpid(pid, 0)
+            result[tool] = [os.waitstatus_to_exitcode(status), open(out).read(), open(err).read()]
     print(json.dumps(result))
 
 

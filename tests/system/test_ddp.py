@@ -79,7 +79,9 @@ def test_two_process_gloo_run_killed_mid_epoch_in_stage_2_resumes_from_elsewhere
     assert 'World size (gpu number): 2' in log1
     assert 'Iteration accounting: 7 iters/epoch per process' in log1
     assert iters_in_log(s1)[-1] == 10
+    s1_init = safe_load(s1 / 'models' / 'net_g_init.pth')['params']
     s1_final = safe_load(s1 / 'models' / 'net_g_latest.pth')['params']
+    assert any(not torch.equal(s1_init[k], s1_final[k]) for k in s1_init)
     s2_init = safe_load(exp / 's2' / 'models' / 'net_g_init.pth')['params']
     assert all(torch.equal(s1_final[k], s2_init[k]) for k in s1_final)
     other = tmp_path / 'other'

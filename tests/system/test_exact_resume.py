@@ -65,7 +65,7 @@ def test_the_position_is_saved_with_the_state_and_survives_a_data_change(tmp_pat
     bit-identical to the run killed once (recounting from iteration and epoch would land elsewhere)."""
     once, out, exp = _kill_grow_resume(tmp_path / 'once', [('s1', 25)])
     assert 'dataset_len 6 -> 7' in out and 'starts over at iteration 25' in out
-    state = torch.load(exp / 's1' / 'training_states' / '50.state', weights_only=False)
+    state = safe_load(exp / 's1' / 'training_states' / '50.state')
     # epoch 0 restarted at iteration 25 with 35 batches: at iteration 50 it has consumed 25 of them
     assert state['sampler']['consumed_batches'] == 25 and state['sampler']['origin'] == [0, 25]
     assert iters_in_log(exp / 's1')[-1] == ITERS[0]

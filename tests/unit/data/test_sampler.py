@@ -99,6 +99,15 @@ def test_epochs_reach_the_total_iterations_from_a_moved_origin():
     assert served >= 2000 and served - moved.batches_per_epoch < 2000 + moved.batches_per_epoch
 
 
+@pytest.mark.parametrize('entry', ['junk', {'epoch': 1}, {'epoch': 1, 'consumed_batches': '2', 'origin': [0, 0]},
+                                   {'epoch': 1, 'consumed_batches': 2, 'origin': None}])
+def test_a_malformed_entry_starts_the_epoch_over_and_says_so(entry):
+    s = ResumableSampler(_Data(6), 1, 0, 1, batch_size=2, resume_epoch=1, resume_iter=4, saved=entry)
+    assert 'sampler entry is not one this sampler wrote' in s.resume_note and s.origin == (1, 4)
+    s.set_epoch(1)
+    assert len(list(s)) == 6
+
+
 def test_a_state_from_before_the_entry_is_placed_from_iteration_and_epoch():
     placed = ResumableSampler(_Data(6), 1, 0, 1, batch_size=2, resume_epoch=1, resume_iter=4)  # 3 per epoch
     placed.set_epoch(1)

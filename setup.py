@@ -29,10 +29,12 @@ setup(
     extras_require={
         # the export / int8 tests run ONNX Runtime, so the test extra includes the export extra
         'test': ['pytest>=7', 'pytest-xdist>=3', 'hypothesis>=6', 'ruff>=0.4', 'onnx>=1.14', 'onnxruntime>=1.16',
-                 'onnxscript', 'onnxconverter-common', 'spandrel==0.4.2'],
+                 'onnxscript', 'onnxconverter-common', 'spandrel==0.4.2', 'matplotlib>=3.5'],
         'export': ['onnx>=1.14', 'onnxruntime>=1.16', 'onnxscript', 'onnxconverter-common'],
         # chaiNNer / ComfyUI's loader; 0.4.2 is a pure-Python wheel (rlfn_arch.integrations.spandrel)
         'spandrel': ['spandrel==0.4.2'],
+        # the training-curves plot written at the end of every run (training/curves.py)
+        'plot': ['matplotlib>=3.5'],
     },
     classifiers=[
         'License :: OSI Approved :: Apache Software License',

@@ -94,7 +94,8 @@ def make_pairs(root, n=4, size=(64, 48), scale=4, seed=0, lr_tmpl='{}x{s}'):
 
 def tiny_options(tmp_path, stage_iters=(4, 4, 4), save_freq=2, scale=4, extra_stage2=None):
     """A three-stage option file on tiny data; experiments go under tmp_path (path.root)."""
-    hr, lr = make_pairs(str(tmp_path / 'data'), n=6, size=(80, 80), scale=scale)
+    side = 80 - 80 % scale  # HR divisible by the scale (x3: 78)
+    hr, lr = make_pairs(str(tmp_path / 'data'), n=6, size=(side, side), scale=scale)
     opt = {
         'name': 'tiny', 'model_type': 'WarmStartModel', 'scale': scale, 'num_gpu': 0, 'manual_seed': 0,
         'datasets': {

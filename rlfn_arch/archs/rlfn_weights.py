@@ -11,6 +11,9 @@ import os
 import re
 from collections import OrderedDict
 
+import torch
+from torch.nn import functional as F
+
 from rlfn_arch.utils.checkpoint import (
     CheckpointError,
     atomic_save,
@@ -20,6 +23,7 @@ from rlfn_arch.utils.checkpoint import (
     strip_module,
 )
 from rlfn_arch.utils.options import load_options
+from rlfn_arch.utils.options.schema import CROSS_SCALE_MODES
 
 from .rlfn_arch import MIN_INPUT_SIZE, PRESETS, RLFN
 
@@ -118,6 +122,135 @@ def fold_range(state_dict, input_range=255.0):
     sd['upsampler.0.weight'] /= input_range
     sd['upsampler.0.bias'] /= input_range
     return sd
+
+
+def _smooth_image(channels, size=48, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    coarse = torch.rand(1, channels, 6, 6, generator=g) * 0.6 + 0.2
+    return F.interpolate(coarse, size=(size, size), mode='bicubic', align_corners=False).clamp(0, 1)
+
+
+def value_range(net):
+    """255 when ``net`` works in [0, 255] (the official files), else 1.
+
+    A bare state dict does not say its range, so it is decided by what the network does: 255 only when
+    the network, fed 255x a smooth test image, returns 255x an upscaled copy of it and the [0, 1] reading
+    does not; everything else is read as [0, 1] (BasicSR's range).
+    """
+    x = _smooth_image(net.conv_1.in_channels)
+    ref = F.interpolate(x, scale_factor=net.upscale, mode='bicubic', align_corners=False)
+    with torch.inference_mode():
+        err01 = (net(x) - ref).abs().mean().item()
+        err255 = (net(x * 255) / 255 - ref).abs().mean().item()
+    return 255 if err255 < 0.05 and err255 < 0.5 * err01 else 1
+
+
+#: The tensors that depend on the scale: the last conv before the pixel shuffle.
+HEAD_PREFIX = 'upsampler.0.'
+
+
+def subpixel_resampling(src_scale, dst_scale):
+    """(dst_scale, src_scale) weights that linearly interpolate the sub-pixel positions of one scale at
+    another's (extrapolating at the edges). Sub-pixel ``i`` of scale ``s`` sits at ``(i + 0.5) / s - 0.5``
+    LR pixels from its LR pixel's centre."""
+    src = [(i + 0.5) / src_scale - 0.5 for i in range(src_scale)]
+    out = torch.zeros(dst_scale, src_scale, dtype=torch.float64)
+    for a in range(dst_scale):
+        t = (a + 0.5) / dst_scale - 0.5
+        k = min(max(sum(x <= t for x in src) - 1, 0), src_scale - 2)
+        f = (t - src[k]) / (src[k + 1] - src[k])
+        out[a, k], out[a, k + 1] = 1 - f, f
+    return out
+
+
+def resample_head(weight, bias, src_scale, dst_scale):
+    """An upsampler conv for ``dst_scale`` from one trained for ``src_scale``.
+
+    The conv's ``C x s x s`` output channels are, after the pixel shuffle, the ``s x s`` sub-pixels of each
+    LR pixel; each new sub-pixel's kernel is the separable linear interpolation of the trained kernels at
+    its position (:func:`subpixel_resampling`). The head then predicts what the trained one predicts,
+    resampled; training refines it.
+
+    Args:
+        weight (Tensor): (C * src_scale**2, F, k, k).
+        bias (Tensor): (C * src_scale**2, ).
+
+    Returns:
+        (Tensor, Tensor): (C * dst_scale**2, F, k, k) and (C * dst_scale**2, ), in the input's dtype.
+    """
+    m = subpixel_resampling(src_scale, dst_scale)
+    c = weight.shape[0] // src_scale**2
+    w = weight.double().reshape(c, src_scale, src_scale, *weight.shape[1:])
+    w = torch.einsum('ai,bj,cij...->cab...', m, m, w).reshape(c * dst_scale**2, *weight.shape[1:])
+    b = torch.einsum('ai,bj,cij->cab', m, m, bias.double().reshape(c, src_scale, src_scale)).reshape(-1)
+    return w.to(weight.dtype), b.to(bias.dtype)
+
+
+def cross_scale_state(state_dict, net, path='<state dict>', mode='resample'):
+    """``net``'s weights from a checkpoint of another scale (the paper's warm start, across scales).
+
+    Every tensor outside the upsampler must fit ``net`` exactly and is taken as is (bit for bit, after
+    the official [0, 255] range is folded, see :func:`fold_range`). The upsampler is taken when its shape
+    fits (same scale); else, by ``mode``:
+
+    * ``resample`` (default): the checkpoint's upsampler resampled to the new scale's sub-pixel positions
+      (:func:`resample_head`): the network starts as a working model of the new scale.
+    * ``fresh``: ``net``'s own fresh initialisation divided by the folded factor: a folded official body
+      works at 255 times a [0, 1] body's scale, and a head initialised for a [0, 1] body would start with
+      outputs 255 times too large (whose first Adam steps wreck the body).
+
+    Args:
+        state_dict (dict): an RLFN state dict (any key layout :func:`normalize_keys` reads).
+        net (RLFN): the network to fill; only its ``state_dict()`` and ``upscale`` are read.
+        path (str): for messages.
+        mode (str): ``resample`` or ``fresh``.
+
+    Returns:
+        (OrderedDict, list[str]): the state dict for ``net``, and one note per tensor not loaded as is.
+
+    Raises:
+        CheckpointError: a tensor other than the upsampler's is missing, extra or of another shape.
+        ValueError: an unknown ``mode``.
+    """
+    if mode not in CROSS_SCALE_MODES:
+        raise ValueError(f'cross_scale_g: {mode!r}; expected one of {", ".join(CROSS_SCALE_MODES)}')
+    sd = check_finite(normalize_keys(state_dict, path), path)
+    src_cfg = detect_config(sd, path)
+    src = RLFN(**src_cfg)
+    try:
+        src.load_state_dict(sd, strict=True)
+    except RuntimeError as e:
+        raise CheckpointError(f'{path}: tensors do not match an RLFN with {src_cfg}: {e}') from e
+    factor = value_range(src.eval())
+    if factor != 1:
+        sd = fold_range(sd, factor)
+    own, out, notes = net.state_dict(), OrderedDict(), []
+    head = {}
+    if sd[HEAD_PREFIX + 'weight'].shape != own[HEAD_PREFIX + 'weight'].shape and mode == 'resample':
+        w, b = resample_head(sd[HEAD_PREFIX + 'weight'], sd[HEAD_PREFIX + 'bias'], src_cfg['upscale'], net.upscale)
+        head = {HEAD_PREFIX + 'weight': w, HEAD_PREFIX + 'bias': b}
+    how = (f'resampled from x{src_cfg["upscale"]} to x{net.upscale} sub-pixel positions' if head else
+           f'initialised fresh{f" and divided by {factor:g} (the folded [0, {factor:g}] body)" if factor != 1 else ""}')
+    for key, mine in own.items():
+        have = sd.get(key)
+        if key.startswith(HEAD_PREFIX) and (have is None or have.shape != mine.shape):
+            out[key] = head[key] if key in head and head[key].shape == mine.shape else mine.detach().clone() / factor
+            was = (f'checkpoint {tuple(have.shape)} (x{src_cfg["upscale"]})' if have is not None
+                   else 'not in the checkpoint')
+            notes.append(f'{key}: not loaded as is: {was}, network {tuple(mine.shape)} (x{net.upscale}); '
+                         f'{how}')
+        elif have is None:
+            raise CheckpointError(f'{path}: tensor {key} is missing from the checkpoint (across scales only '
+                                  f'{HEAD_PREFIX}* may differ)')
+        elif have.shape != mine.shape:
+            raise CheckpointError(f'{path}: tensor {key}: checkpoint {tuple(have.shape)}, network '
+                                  f'{tuple(mine.shape)} (across scales only {HEAD_PREFIX}* may differ)')
+        else:
+            out[key] = have
+    extra = [k for k in sd if k not in own]
+    if extra:
+        raise CheckpointError(f'{path}: tensor {extra[0]} is in the checkpoint but not in the network')
+    return out, notes
 
 
 def network_yaml(cfg):

@@ -14,11 +14,8 @@ spandrel's do. The value range is not stored in a bare state dict, so it is deci
 does: the [0, 255] reading is taken only when the network, fed 255x a smooth test image, returns 255x an
 upscaled copy of it and the [0, 1] reading does not; everything else is read as [0, 1] (BasicSR's range).
 """
-import torch
-from torch.nn import functional as F
-
 from rlfn_arch.archs.rlfn_arch import MIN_INPUT_SIZE, RLFN
-from rlfn_arch.archs.rlfn_weights import detect_config, fold_range, normalize_keys, preset_name
+from rlfn_arch.archs.rlfn_weights import detect_config, fold_range, normalize_keys, preset_name, value_range
 
 try:  # spandrel's public names only
     from spandrel import Architecture, ArchSupport, ImageModelDescriptor, SizeRequirements
@@ -35,23 +32,6 @@ _DETECT = KeyCondition.has_any(
                          'B1.esa.conv_f.weight', 'B1.esa.conv2.weight', 'B1.esa.conv3.weight', 'B1.esa.conv4.weight',
                          'LR_conv.weight', 'upsampler.0.weight'),
 )
-
-
-def _smooth_image(channels, size=48, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    coarse = torch.rand(1, channels, 6, 6, generator=g) * 0.6 + 0.2
-    return F.interpolate(coarse, size=(size, size), mode='bicubic', align_corners=False).clamp(0, 1)
-
-
-def value_range(net):
-    """255 when ``net`` works in [0, 255] (official files), else 1 (see the module docstring)."""
-    x = _smooth_image(net.conv_1.in_channels)
-    s = net.upscale
-    ref = F.interpolate(x, scale_factor=s, mode='bicubic', align_corners=False)
-    with torch.inference_mode():
-        err01 = (net(x) - ref).abs().mean().item()
-        err255 = (net(x * 255) / 255 - ref).abs().mean().item()
-    return 255 if err255 < 0.05 and err255 < 0.5 * err01 else 1
 
 
 class RLFNArch(Architecture[RLFN]):

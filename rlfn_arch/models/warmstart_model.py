@@ -13,6 +13,9 @@ Overrides only what SRModel cannot do:
   state also holds the torch / numpy / Python RNG states and the training sampler's position in the
   epoch (``sampler``, see :mod:`rlfn_arch.data.sampler`; read back by the sampler itself).
 * ``resume_training``: restores those RNG states too.
+* ``get_current_log`` / ``_log_validation_metric_values``: each logged training loss and validation
+  result is also appended to ``curves.jsonl`` in the stage folder (rank 0; read by
+  :mod:`rlfn_arch.training.curves` for the run's plot).
 * ``load_network``: ``weights_only=True`` loading, CUDA-saved files open on CPU, non-finite weights
   refused with the tensor's name.
 * ``model_to_device``: DistributedDataParallel without CUDA ``device_ids`` on CPU (gloo); the network in
@@ -26,6 +29,7 @@ state, EMA and checkpoints stay fp32. fp16 uses dynamic loss scaling (``torch.am
 saved in training states); a step the scaler skips because the scaled gradients overflowed is scaling at
 work and does not count toward ``max_nonfinite``; a non-finite fp32 loss does.
 """
+import json
 import os
 import random
 from collections import Counter, OrderedDict
@@ -38,8 +42,8 @@ from rlfn_arch.utils.checkpoint import (
     CheckpointError,
     atomic_save,
     check_finite,
-    is_safetensors,
     safe_load,
+    select_weights,
     strip_module,
 )
 from rlfn_arch.utils.precision import autocast, describe, resolve_channels_last, resolve_precision
@@ -49,6 +53,9 @@ from basicsr.models.sr_model import SRModel
 from basicsr.utils import get_root_logger
 from basicsr.utils.dist_util import master_only
 from basicsr.utils.registry import MODEL_REGISTRY
+
+#: Each stage's logged losses and validation results, one JSON object a line.
+CURVES_FILE = 'curves.jsonl'
 
 
 class NonFiniteLossError(RuntimeError):
@@ -161,7 +168,26 @@ class WarmStartModel(SRModel):
         gnorm = torch.stack([g.detach().float().norm() for g in grads]).sum() if grads else torch.zeros(1)
         return self._all_finite(gnorm)
 
+    # ------------------------------------------------------------------------------------ curves
+    def _curve(self, **entry):
+        """Append one JSON line to the stage's ``curves.jsonl`` (rank 0; a kill can only cut the last line,
+        which the reader skips)."""
+        if self.opt['rank'] != 0 or not self.opt['path'].get('experiments_root'):
+            return
+        with open(os.path.join(self.opt['path']['experiments_root'], CURVES_FILE), 'a', encoding='utf-8') as f:
+            f.write(json.dumps(entry) + '\n')
+
+    def get_current_log(self):
+        log = super().get_current_log()
+        self._curve(iter=getattr(self, 'current_iter', 0), loss={k: float(v) for k, v in log.items()})
+        return log
+
+    def _log_validation_metric_values(self, current_iter, dataset_name, tb_logger):
+        super()._log_validation_metric_values(current_iter, dataset_name, tb_logger)
+        self._curve(iter=current_iter, val=dataset_name, metrics={k: float(v) for k, v in self.metric_results.items()})
+
     def optimize_parameters(self, current_iter):
+        self.current_iter = current_iter
         self.optimizer_g.zero_grad(set_to_none=True)
         with autocast(self.device, self._layout()[0]):
             self.output = self.net_g(self.lq)
@@ -261,19 +287,19 @@ class WarmStartModel(SRModel):
     def load_network(self, net, load_path, strict=True, param_key='params'):
         logger = get_root_logger()
         net = self.get_bare_model(net)
-        load_net = safe_load(load_path)
-        if is_safetensors(load_path):  # a flat state dict: the file holds one set of weights
-            param_key = None
-        if param_key is not None:
-            if param_key not in load_net and 'params' in load_net:
-                logger.info(f'Loading: {param_key} does not exist in {load_path}, use params.')
-                param_key = 'params'
-            if param_key not in load_net:
-                raise KeyError(f'{load_path}: no "{param_key}" entry (keys: {list(load_net)[:5]})')
-            load_net = load_net[param_key]
-        logger.info(f'Loading {net.__class__.__name__} model from {load_path}, with param key: [{param_key}].')
+        load_net, param_key = select_weights(safe_load(load_path), load_path, param_key)
         load_net = OrderedDict(strip_module(load_net))
         check_finite(load_net, load_path)
+        logger.info(f'Loading {net.__class__.__name__} model from {load_path}, with param key: [{param_key}].')
+        mode = self.opt['path'].get('cross_scale_g')
+        if mode and load_path == self.opt['path'].get('pretrain_network_g'):
+            ema = getattr(self, 'net_g_ema', None)
+            if ema is not None and net is self.get_bare_model(ema):  # the EMA starts as the network, fresh head too
+                net.load_state_dict(self.get_bare_model(self.net_g).state_dict())
+                return
+            for note in net.load_across_scales(load_net, load_path, mode):  # path.cross_scale_g: the plan checked it
+                logger.info(f'Across scales: {note}')
+            return
         self._print_different_keys_loading(net, load_net, strict)
         net.load_state_dict(load_net, strict=strict)
 

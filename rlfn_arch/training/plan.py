@@ -75,11 +75,14 @@ class StagePlan:
                 'archive the unfinished folder, then start' if self.archive_first else 'start')
         train = o['train']
         ds = o['datasets']['train']
+        mode = o['path'].get('cross_scale_g')
+        across = f', across scales (upsampler.0: {mode})' if mode else ''
         return '\n'.join([
             f'stage {self.index + 1}: {self.label}  [{what}]',
             f'  folder      {self.folder}',
             f'  network     {dict(o["network_g"])}',
-            f'  init from   {self.init_kind}{f": {self.init_from} ({self.init_key})" if self.init_from else ""}',
+            f'  init from   {self.init_kind}{f": {self.init_from} ({self.init_key})" if self.init_from else ""}'
+            f'{across}',
             f'  iterations  {train["total_iter"]}, lr {train["optim_g"]["lr"]}, '
             f'scheduler {train["scheduler"]["type"]}, ema {train.get("ema_decay", 0)}',
             f'  losses      {", ".join(k for k in LOSS_KEYS if train.get(k))}',
@@ -158,6 +161,9 @@ def _stage_plan(k, stage, opt, ctx, prev):
             _check_fit(opt, init_from, init_key, label, folder, f'warm start from stage {prev.label}:')
     if init_from:
         opt['path'].update(pretrain_network_g=init_from, param_key_g=init_key, strict_load_g=True)
+    # across scales applies to the option file's own pretrain_network_g only (a resume or the previous stage
+    # holds this stage's scale)
+    opt['path']['cross_scale_g'] = opt['path'].get('cross_scale_g') if kind == 'pretrain' else None
     opt['path']['save_init'] = resume_path is None  # WarmStartModel keeps models/net_g_init.pth
     # an unfinished stage with nothing to resume from starts over; what its folder holds is archived
     archive = (not skip and resume_path is None and ctx['auto_resume'] and osp.isdir(folder)

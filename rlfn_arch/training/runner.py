@@ -22,6 +22,7 @@ from rlfn_arch.utils.checkpoint import CheckpointError, atomic_save, safe_load
 from rlfn_arch.utils.fs import ExperimentLock, LockedError, remove_stale_tmp, rename_inside
 from rlfn_arch.utils.options import thaw
 
+from .curves import CURVES_FILE, write_plot
 from .distributed import barrier, check_replicas
 from .records import STAGES_JSON, StageRecords
 from .report import bicubic_baseline, print_summary
@@ -103,6 +104,11 @@ def _finish(records, plans, exp_root, source):
     records.update(last.label)
     print_summary(records, [p.label for p in plans], baseline, opt['scale'])
     print(f'final model: {final_path}', flush=True)
+    try:
+        print(f'training curves: {write_plot(plans, exp_root, baseline, opt["scale"])}', flush=True)
+    except ImportError:
+        print('training curves: not drawn, matplotlib is not installed (pip install "rlfn-basicsr[plot]"); '
+              f'the numbers are in each stage\'s {CURVES_FILE}', flush=True)
 
 
 def _run_plan(plan, records, exp_root, rank, world):

@@ -96,6 +96,38 @@ def check_finite(state_dict, path='<state dict>'):
     return state_dict
 
 
+#: The entries a checkpoint may hold its weights under, in the order they are preferred: BasicSR's EMA
+#: weights (what its validation used), its plain weights, then other trainers' names.
+WEIGHT_KEYS = ('params_ema', 'params', 'state_dict', 'model')
+
+
+def select_weights(ckpt, path='<checkpoint>', key=None):
+    """Which weights a loaded checkpoint holds: the one answer for every loader in the project.
+
+    Args:
+        ckpt: what :func:`safe_load` returned.
+        path (str): for messages.
+        key (str | None): the entry asked for (``path.param_key_g``); when absent, the preference
+            :data:`WEIGHT_KEYS` decides (a flat state dict of tensors, e.g. a safetensors or an official
+            file, is the weights itself).
+
+    Returns:
+        (dict, str | None): the state dict and the entry it came from (None for a flat state dict).
+
+    Raises:
+        CheckpointError: nothing in ``ckpt`` is a state dict.
+    """
+    if not isinstance(ckpt, dict):
+        raise CheckpointError(f'{path}: expected a state dict, got {type(ckpt).__name__}')
+    for k in ((key, ) if key else ()) + WEIGHT_KEYS:
+        if isinstance(ckpt.get(k), dict):
+            return ckpt[k], k
+    if ckpt and all(torch.is_tensor(v) for v in ckpt.values()):
+        return ckpt, None
+    raise CheckpointError(f'{path}: holds no weights under {", ".join((key, ) if key else WEIGHT_KEYS)} '
+                          f'(keys: {", ".join(map(str, list(ckpt)[:5]))})')
+
+
 def strip_module(state_dict):
     """Keys without DataParallel/DDP's ``module.`` prefix."""
     return {k[7:] if k.startswith('module.') else k: v for k, v in state_dict.items()}
@@ -144,7 +176,8 @@ def check_pretrain(stage_list):
     for stage, opt in stage_list:
         p = opt['path']
         path = p.get('pretrain_network_g')
-        key = (path, p.get('param_key_g', 'params'), json.dumps(opt['network_g'], sort_keys=True, default=str))
+        key = (path, p.get('param_key_g', 'params'), p.get('cross_scale_g'),
+               json.dumps(opt['network_g'], sort_keys=True, default=str))
         if not path or key in checked:
             continue
         checked.add(key)
@@ -153,14 +186,17 @@ def check_pretrain(stage_list):
             ckpt = safe_load(path)
         except CheckpointError as e:
             raise OptionError(f'{where}: {e}') from e
-        param_key = p.get('param_key_g', 'params')
-        sd = ckpt.get(param_key, ckpt.get('params', ckpt)) if isinstance(ckpt, dict) else ckpt
-        if not isinstance(sd, dict):
-            raise OptionError(f'{where}: {path} holds no state dict under {param_key!r}')
-        sd = strip_module(sd)
         try:
+            sd = strip_module(select_weights(ckpt, path, p.get('param_key_g', 'params'))[0])
             check_finite(sd, path)
-            build_network(copy.deepcopy(opt['network_g'])).load_state_dict(sd, strict=p.get('strict_load_g', True))
+            net = build_network(copy.deepcopy(opt['network_g']))
+            if p.get('cross_scale_g'):
+                if not hasattr(net, 'load_across_scales'):
+                    raise OptionError(f'{where}: path.cross_scale_g: network_g type {opt["network_g"].get("type")} '
+                                      'cannot warm-start across scales (RLFN and RFDN can)')
+                net.load_across_scales(sd, path, p['cross_scale_g'])
+            else:
+                net.load_state_dict(sd, strict=p.get('strict_load_g', True))
         except (CheckpointError, RuntimeError, TypeError) as e:
             first = str(e).strip().splitlines()[0]
             raise OptionError(f'{where}: {path} does not fit network_g {dict(opt["network_g"])}: {first}') from e

@@ -25,6 +25,7 @@ from .schema import (
     _TRAIN_BASE,
     _VAL,
     _WANDB,
+    CROSS_SCALE_MODES,
     name_problem,
 )
 
@@ -319,6 +320,10 @@ def _check_val(val, ck):
 def _check_logging(opt, ck):
     """path, logger and dist_params keys."""
     ck.keys(opt.get('path'), _PATH, 'path')
+    across = (opt.get('path') or {}).get('cross_scale_g') if isinstance(opt.get('path'), dict) else None
+    if across not in (None, False) + CROSS_SCALE_MODES:
+        ck.err('path.cross_scale_g', f'{across!r}: expected {" or ".join(CROSS_SCALE_MODES)} (warm start from another '
+               'scale: the upsampler resampled to this scale, or initialised fresh), or ~ (off)')
     logger = opt.get('logger')
     ck.keys(logger, _LOGGER, 'logger')
     if isinstance(logger, dict):

@@ -8,7 +8,7 @@ import re
 
 _TOP = {
     'name', 'model_type', 'scale', 'num_gpu', 'manual_seed', 'datasets', 'network_g', 'path', 'train', 'val',
-    'logger', 'dist_params', 'find_unused_parameters', 'stages', 'device',
+    'logger', 'dist_params', 'find_unused_parameters', 'stages',
     # filled in by the parser
     'is_train', 'dist', 'rank', 'world_size', 'auto_resume', 'root_path', 'stage',
 }
@@ -24,7 +24,8 @@ _TRAIN_BASE = {'ema_decay', 'optim_g', 'scheduler', 'total_iter', 'warmup_iter',
                'contrastive_opt', 'max_nonfinite', 'precision', 'channels_last'}
 _VAL = {'val_freq', 'save_img', 'suffix', 'pbar', 'metrics', 'bicubic_baseline', 'precision'}
 _PATH = {'pretrain_network_g', 'param_key_g', 'strict_load_g', 'resume_state', 'experiments_root', 'models',
-         'training_states', 'log', 'visualization', 'results_root', 'root', 'init_from', 'save_init'}
+         'training_states', 'log', 'visualization', 'results_root', 'root', 'save_init',
+         'cross_scale_g'}
 _LOGGER = {'print_freq', 'save_checkpoint_freq', 'use_tb_logger', 'wandb'}
 _WANDB = {'project', 'resume_id'}
 _DIST = {'backend', 'port', 'init_method', 'timeout'}
@@ -34,7 +35,9 @@ _STAGE = {'name', 'train', 'datasets', 'val', 'logger', 'path'}
 _STRING_KEYS = {'name', 'type', 'model_type', 'dataroot_gt', 'dataroot_lq', 'meta_info_file', 'filename_tmpl',
                 'suffix', 'pretrain_network_g', 'param_key_g', 'resume_state', 'root', 'project', 'resume_id',
                 'color', 'phase', 'reduction', 'extractor', 'vgg_weights', 'negative', 'prefetch_mode',
-                'backend', 'init_from', 'port', 'device'}
+                'backend', 'port'}
+#: ``path.cross_scale_g``: how a warm start from another scale starts the upsampler (the architecture applies it).
+CROSS_SCALE_MODES = ('resample', 'fresh')
 #: Experiment and stage names become folder names: letters, digits, '_', '-', '.', not starting with '.'.
 NAME_RE = re.compile(r'^[A-Za-z0-9_-][A-Za-z0-9_.-]{0,127}$')
 _FLOAT_RE = re.compile(r'^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$')

@@ -16,7 +16,7 @@ from rlfn_arch.deploy.efficiency import benchmark, time_model
 from rlfn_arch.deploy.fast import optimize_for_inference
 from rlfn_arch.deploy.onnx import OnnxRLFN
 from rlfn_arch.deploy.source import add_model_args, open_model
-from rlfn_arch.utils.fs import atomic_write
+from rlfn_arch.utils.fs import atomic_write, check_output
 from rlfn_arch.utils.precision import PRECISIONS
 from rlfn_arch.utils.report import format_table
 
@@ -42,9 +42,12 @@ def main(argv=None):
                    '(channels_last + torch.compile at this one input shape)')
     p.add_argument('--onnx', nargs='+', default=[], help='also time these ONNX models (fp32 or int8) with ONNX Runtime')
     p.add_argument('--json', default='benchmark.json', help='output JSON (default benchmark.json)')
+    p.add_argument('--overwrite', action='store_true', help='replace an existing --json file')
     args = p.parse_args(argv)
     try:
+        check_output(args.json, [args.model_path, args.opt, *args.onnx], args.overwrite)
         model = open_model(args)
+        sessions = [(path, OnnxRLFN(path, threads=args.threads)) for path in args.onnx]
     except (ValueError, OSError) as e:  # CheckpointError (missing, unsafe, non-finite) is a ValueError
         print(f'error: {e}', file=sys.stderr)
         return 2
@@ -56,8 +59,7 @@ def main(argv=None):
         rows.append(benchmark(fast, name, cfg['upscale'], tuple(args.size), args.runs, args.warmup, device,
                               args.threads, path='fast'))
         rows[-1].update({k: rows[0][k] for k in ('params', 'flops_G', 'activations_M', 'convs')})
-    for path in args.onnx:
-        sess = OnnxRLFN(path, threads=args.threads)
+    for path, sess in sessions:
         x = torch.rand(1, 3, *args.size)
         row = dict(rows[0], path=f'onnxruntime {os.path.basename(path)}', device='cpu',
                    runtime_ms=round(time_model(sess, x, args.runs, args.warmup), 2))

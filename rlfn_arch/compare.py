@@ -60,6 +60,10 @@ def compare_one(hr, lr, scale, models, crop=None, size=48, zoom=4):
     return out, psnr
 
 
+def _out(folder, hr_name):
+    return os.path.join(folder, f'{os.path.splitext(hr_name)[0]}_compare.png')
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(prog='python -m rlfn_arch.compare', description=__doc__.split('\n\n')[0])
     p.add_argument('--hr', required=True)
@@ -70,9 +74,15 @@ def main(argv=None):
     p.add_argument('--name2', default='model 2')
     p.add_argument('--filename_tmpl', default='{}x{s}')
     p.add_argument('--crop', type=int, nargs=3, default=None, metavar=('X', 'Y', 'SIZE'), help='HR crop')
-    p.add_argument('-o', '--output', required=True)
+    p.add_argument('-o', '--output', required=True, help='folder for <name>_compare.png')
+    p.add_argument('--overwrite', action='store_true', help='replace comparison images that exist')
     args = p.parse_args(argv)
     try:
+        clash = [n for n in list_images(args.hr)[0] if os.path.lexists(_out(args.output, n))] \
+            if os.path.isdir(args.hr) else []
+        if clash and not args.overwrite:
+            raise ValueError(f'{_out(args.output, clash[0])} exists (and {len(clash) - 1} more); nothing was written. '
+                             'Pass --overwrite to replace them, or choose another -o')
         model = open_model(args)
         nets = [(args.name, model.net)]
         if args.model_path2:
@@ -93,7 +103,7 @@ def main(argv=None):
             print(f'skipped {name}: no readable LR/HR pair ({e})', file=sys.stderr)
             continue
         img, psnr = compare_one(hr, lr, s, models, args.crop)
-        write_png(os.path.join(args.output, f'{stem}_compare.png'), img)
+        write_png(_out(args.output, name), img)
         print(f'{stem}: ' + ', '.join(f'{k} {v:.2f} dB' for k, v in psnr.items()))
     return 0
 

@@ -13,6 +13,7 @@ import sys
 
 from rlfn_arch.archs.rlfn_weights import convert, network_yaml, preset_name
 from rlfn_arch.utils.checkpoint import CheckpointError, safe_load
+from rlfn_arch.utils.fs import UnsafePathError, check_output
 
 
 def main(argv=None):
@@ -20,19 +21,21 @@ def main(argv=None):
     parser.add_argument('--input', required=True, help='official RLFN .pth (bytedance/RLFN or NTIRE 2022 copy)')
     parser.add_argument('--output', required=True, help='BasicSR checkpoint to write ({"params": ...}); a name '
                         'ending in .safetensors writes safetensors with metadata (scale, network, range)')
-    parser.add_argument('--input_range', type=float, default=255.0,
-                        help='value range the input checkpoint was trained in (official weights: 255; '
-                        'use 1 for a checkpoint already in [0, 1]). Default: 255')
+    parser.add_argument('--input_range', type=float, default=None,
+                        help='value range the input checkpoint works in (official weights: 255; 1 for a checkpoint '
+                        'already in [0, 1]). Default: detected from what the network does')
+    parser.add_argument('--overwrite', action='store_true', help='replace an existing --output (never the input)')
     args = parser.parse_args(argv)
     try:
-        _, cfg = convert(args.input, args.output, args.input_range)
-    except (CheckpointError, OSError) as e:
+        check_output(args.output, [args.input], args.overwrite)
+        _, cfg, factor = convert(args.input, args.output, args.input_range)
+    except (CheckpointError, UnsafePathError, OSError) as e:
         print(f'error: {e}', file=sys.stderr)
         return 2
     saved = safe_load(args.output)
     n = sum(v.numel() for v in saved.get('params', saved).values())
     print(f'{args.input} -> {args.output}: {preset_name(cfg)} x{cfg["upscale"]}, {n:,} parameters, '
-          f'range [0, {args.input_range:g}] folded into [0, 1]')
+          + (f'range [0, {factor:g}] folded into [0, 1]' if factor != 1 else 'already in [0, 1] (nothing folded)'))
     print(network_yaml(cfg))
     return 0
 

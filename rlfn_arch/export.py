@@ -16,6 +16,7 @@ import rlfn_arch  # noqa: F401
 from rlfn_arch.archs.rlfn_weights import model_metadata
 from rlfn_arch.deploy.onnx import check_onnx, export_onnx, to_fp16
 from rlfn_arch.deploy.source import add_model_args, open_model
+from rlfn_arch.utils.fs import TMP_SUFFIX, check_output
 
 
 def main(argv=None):
@@ -25,10 +26,14 @@ def main(argv=None):
     p.add_argument('--opset', type=int, default=17)
     p.add_argument('--atol', type=float, default=1e-4)
     p.add_argument('--fp16', action='store_true', help='also write <output>_fp16.onnx (needs onnxconverter-common)')
+    p.add_argument('--overwrite', action='store_true', help='replace existing output files (never an input)')
     args = p.parse_args(argv)
     if args.opset < 17:
         p.error('--opset must be 17 or newer')
+    out16 = os.path.splitext(args.output)[0] + '_fp16.onnx'
     try:
+        for out in [args.output] + ([out16] if args.fp16 else []):
+            check_output(out, [args.model_path, args.opt], args.overwrite)
         model = open_model(args)
         net, cfg = model.net, model.cfg
     except (ValueError, OSError) as e:
@@ -38,7 +43,7 @@ def main(argv=None):
     folder = os.path.dirname(os.path.abspath(args.output))
     try:
         os.makedirs(folder, exist_ok=True)
-        fd, candidate = tempfile.mkstemp(prefix='.' + os.path.basename(args.output) + '.', suffix='.tmp', dir=folder)
+        fd, candidate = tempfile.mkstemp(prefix=f'.{os.path.basename(args.output)}.', suffix=TMP_SUFFIX, dir=folder)
         os.close(fd)
         export_onnx(net, candidate, args.opset, metadata=model_metadata(
             cfg, source=os.path.basename(args.model_path) if args.model_path else f'preset {args.preset}'))
@@ -61,7 +66,6 @@ def main(argv=None):
             os.unlink(candidate)
     print(f'check passed: max abs diff {worst:.2e} <= {args.atol:g}')
     if args.fp16:
-        out16 = os.path.splitext(args.output)[0] + '_fp16.onnx'
         try:
             to_fp16(args.output, out16)
         except ImportError as e:

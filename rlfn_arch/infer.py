@@ -22,6 +22,7 @@ from rlfn_arch.data.image_io import IMG_EXTENSIONS, ImageReadError, header_size,
 from rlfn_arch.deploy.fast import optimize_for_inference
 from rlfn_arch.deploy.source import add_model_args, open_model
 from rlfn_arch.deploy.upscaler import DEFAULT_TILE, DEFAULT_TILE_PAD, Upscaler
+from rlfn_arch.utils.fs import same_file
 from rlfn_arch.utils.precision import PRECISIONS, describe, resolve_channels_last
 
 
@@ -52,16 +53,23 @@ def plan_outputs(files, args):
         else:
             outs.append(os.path.join(args.output, f'{stem}{"_" + args.suffix if args.suffix else ""}{out_ext}'))
     inputs = {os.path.realpath(f): f for f in files}
-    seen = {}
+    seen, existing = {}, []
     for src, out in zip(files, outs):
         real = os.path.realpath(out)
-        if real in inputs:
-            raise ValueError(f'{out} would overwrite the input {inputs[real]}; nothing was written. Write to '
+        hit = inputs.get(real) or next((f for f in files if same_file(out, f)), None)  # links to an input count
+        if hit:
+            raise ValueError(f'{out} would overwrite the input {hit}; nothing was written. Write to '
                              'another folder with -o, or add --suffix (e.g. --suffix x4)')
+        if os.path.lexists(out):
+            existing.append(out)
         if real in seen:
             raise ValueError(f'{seen[real]} and {src} would both be written to {out}; nothing was written. '
                              'Use --suffix or a separate output folder')
         seen[real] = src
+    if existing and not args.overwrite:
+        more = ', ...' if len(existing) > 1 else ''
+        raise ValueError(f'{len(existing)} output file(s) exist already ({existing[0]}{more}); '
+                         'nothing was written. Pass --overwrite to replace them, or write to another folder with -o')
     return outs
 
 
@@ -112,6 +120,7 @@ def build_parser():
     p = argparse.ArgumentParser(prog='python -m rlfn_arch.infer', description=__doc__.split('\n\n')[0])
     p.add_argument('-i', '--input', required=True, help='image file or folder')
     p.add_argument('-o', '--output', required=True, help='output folder (or file, for one input image)')
+    p.add_argument('--overwrite', action='store_true', help='replace output files that exist (never an input)')
     add_model_args(p, onnx=True, input_range=True, device=False, precision=None)
     p.add_argument('--tile', type=int, default=DEFAULT_TILE,
                    help=f'LR tile size, 0 = whole image (default {DEFAULT_TILE})')

@@ -13,6 +13,7 @@ from rlfn_arch.archs.rlfn_weights import model_metadata
 from rlfn_arch.deploy.onnx import export_onnx
 from rlfn_arch.deploy.quantize import calibration_patches, quantize
 from rlfn_arch.deploy.source import add_model_args, open_model
+from rlfn_arch.utils.fs import check_output
 
 
 def main(argv=None):
@@ -23,8 +24,10 @@ def main(argv=None):
     p.add_argument('--output', required=True, help='int8 .onnx to write')
     p.add_argument('--calib', default=None, help='folder of LR images (default: the sample dataset, x4)')
     p.add_argument('--num_patches', type=int, default=32)
+    p.add_argument('--overwrite', action='store_true', help='replace an existing --output (never an input)')
     args = p.parse_args(argv)
     try:
+        check_output(args.output, [args.model_path, getattr(args, 'onnx', None)], args.overwrite)
         model = open_model(args)
         net = model.net
         patches = calibration_patches(args.calib, args.num_patches)

@@ -197,15 +197,15 @@ class RLFN(nn.Module):
                  esa='trimmed',
                  fuse='none'):
         super().__init__()
-        if upscale not in (2, 3, 4):
-            raise ValueError(f'RLFN: upscale must be 2, 3 or 4, got {upscale!r}')
+        if type(upscale) is not int or upscale not in (2, 3, 4):  # 4.0 or True would build a broken shuffle
+            raise ValueError(f'RLFN: upscale must be the integer 2, 3 or 4, got {upscale!r}')
         for name, value, allowed in (('block', block, BLOCKS), ('esa', esa, ESAS), ('fuse', fuse, FUSES)):
             if value not in allowed:
                 raise ValueError(f'RLFN: {name} must be one of {", ".join(allowed)}, got {value!r}')
         for name, value in (('in_channels', in_channels), ('out_channels', out_channels),
                             ('feature_channels', feature_channels), ('esa_channels', esa_channels),
-                            ('num_blocks', num_blocks)):
-            if not isinstance(value, int) or value < 1:
+                            ('num_blocks', num_blocks), ('mid_channels', mid_channels or feature_channels)):
+            if type(value) is not int or value < 1:
                 raise ValueError(f'RLFN: {name} must be a positive integer, got {value!r}')
         mid_channels = mid_channels or feature_channels
         self.upscale = upscale

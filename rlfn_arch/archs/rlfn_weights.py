@@ -20,6 +20,7 @@ from rlfn_arch.utils.checkpoint import (
     check_finite,
     safe_load,
     save_safetensors,
+    select_weights,
     strip_module,
 )
 from rlfn_arch.utils.options import load_options
@@ -33,15 +34,6 @@ _NTIRE_RENAMES = [(r'^fea_conv\.', 'conv_1.'), (r'^B(\d+)\.', r'block_\1.'), (r'
                   (r'^c\.0\.', 'fuse.0.')]
 #: RLFN's switch values (an RLFN config leaves them out).
 SWITCH_DEFAULTS = dict(block='rlfb', esa='trimmed', fuse='none')
-
-
-def _unwrap(obj, path):
-    if isinstance(obj, dict):
-        for key in ('params_ema', 'params', 'state_dict', 'model'):
-            if key in obj and isinstance(obj[key], dict):
-                return obj[key]
-        return obj
-    raise CheckpointError(f'{path}: expected a state dict, got {type(obj).__name__}')
 
 
 def normalize_keys(state_dict, path='<state dict>'):
@@ -214,16 +206,9 @@ def cross_scale_state(state_dict, net, path='<state dict>', mode='resample'):
     """
     if mode not in CROSS_SCALE_MODES:
         raise ValueError(f'cross_scale_g: {mode!r}; expected one of {", ".join(CROSS_SCALE_MODES)}')
-    sd = check_finite(normalize_keys(state_dict, path), path)
+    sd = normalize_keys(state_dict, path)
     src_cfg = detect_config(sd, path)
-    src = RLFN(**src_cfg)
-    try:
-        src.load_state_dict(sd, strict=True)
-    except RuntimeError as e:
-        raise CheckpointError(f'{path}: tensors do not match an RLFN with {src_cfg}: {e}') from e
-    factor = value_range(src.eval())
-    if factor != 1:
-        sd = fold_range(sd, factor)
+    sd, factor = adopt_weights(sd, RLFN(**src_cfg), path)
     own, out, notes = net.state_dict(), OrderedDict(), []
     head = {}
     if sd[HEAD_PREFIX + 'weight'].shape != own[HEAD_PREFIX + 'weight'].shape and mode == 'resample':
@@ -259,19 +244,62 @@ def network_yaml(cfg):
     return '\n'.join(lines)
 
 
-def load_rlfn(path, cfg=None):
-    """Load any RLFN checkpoint safely and check it: ``(state_dict, cfg, net)`` with the weights loaded.
+def adopt_weights(state_dict, net, path='<state dict>', input_range=None):
+    """Any RLFN state dict as ``net`` (built, [0, 1]) needs it: known key layouts mapped, finiteness checked,
+    the value range folded into [0, 1]. The one place that decides a file's range.
 
-    ``cfg`` (RLFN's constructor arguments) defaults to what the tensor shapes say.
+    Args:
+        state_dict (dict): the weights (:func:`rlfn_arch.utils.checkpoint.select_weights`).
+        net (RLFN): the network they must fit strictly (it is loaded with them).
+        path (str): for messages.
+        input_range (float | None): the range the weights work in; None (default) decides it from what the
+            network does (:func:`value_range`: 255 for the official files as released, else 1).
+
+    Returns:
+        (OrderedDict, float): the [0, 1] state dict (loaded into ``net``) and the range that was folded.
+
+    Raises:
+        CheckpointError: non-finite weights or tensors that do not fit ``net``, naming the file.
     """
-    sd = check_finite(normalize_keys(_unwrap(safe_load(path), path), path), path)
-    cfg = cfg or detect_config(sd, path)
-    net = RLFN(**cfg)
+    sd = check_finite(normalize_keys(state_dict, path), path)
     try:
         net.load_state_dict(sd, strict=True)
     except RuntimeError as e:
-        raise CheckpointError(f'{path}: tensors do not match an RLFN with {cfg}: {e}') from e
-    return sd, cfg, net
+        first = str(e).strip().splitlines()
+        raise CheckpointError(f'{path}: tensors do not match {type(net).__name__} '
+                              f'{detect_config(net.state_dict())}: {" ".join(first[:3])}') from e
+    factor = float(input_range) if input_range else value_range(net.eval())
+    if factor != 1:
+        sd = fold_range(sd, factor)
+        net.load_state_dict(sd)
+    return sd, factor
+
+
+def load_rlfn(path, network_opt=None, input_range=None):
+    """Load any RLFN checkpoint safely and check it: ``(state_dict, cfg, net)`` with the weights loaded, in
+    [0, 1].
+
+    Args:
+        path (str): a checkpoint (BasicSR, converted, official, safetensors; :func:`select_weights` decides
+            which weights).
+        network_opt (dict | None): a ``network_g`` section; the network is built from its ``type`` through
+            BasicSR's registry (RLFN, RFDN, ...). Default: RLFN with the settings the tensor shapes say.
+        input_range (float | None): see :func:`adopt_weights` (None: detected).
+
+    Returns:
+        (OrderedDict, dict, RLFN): the [0, 1] weights, the full settings (shapes and switches), the network.
+    """
+    sd = normalize_keys(select_weights(safe_load(path), path)[0], path)
+    if network_opt:
+        from basicsr.archs import build_network
+        try:
+            net = build_network(dict(network_opt))
+        except (TypeError, ValueError, KeyError) as e:
+            raise CheckpointError(f'network_g {dict(network_opt)}: cannot be built: {e}') from e
+    else:
+        net = RLFN(**detect_config(sd, path))
+    sd, _ = adopt_weights(sd, net, path, input_range)
+    return sd, detect_config(sd, path), net
 
 
 def model_metadata(cfg, **extra):
@@ -300,42 +328,40 @@ def save_weights(state_dict, path, cfg, **extra):
         atomic_save({'params': state_dict}, path)
 
 
-def convert(input_path, output_path=None, input_range=255.0):
-    """Load, check, convert; write the weights atomically when ``output_path`` is given (``{'params': ...}``,
-    or a safetensors file with metadata when it ends in ``.safetensors``).
+def convert(input_path, output_path=None, input_range=None):
+    """Load, check, fold into [0, 1]; write the weights atomically when ``output_path`` is given
+    (``{'params': ...}``, or a safetensors file with metadata when it ends in ``.safetensors``).
+
+    Args:
+        input_range (float | None): the range the file works in; None: detected (:func:`value_range`).
 
     Returns:
-        (OrderedDict, dict): the converted state dict and the detected network config.
+        (OrderedDict, dict, float): the converted state dict, the detected network config, the folded range.
     """
-    sd, cfg, _ = load_rlfn(input_path)
-    if input_range != 1:
-        sd = fold_range(sd, input_range)
+    sd = normalize_keys(select_weights(safe_load(input_path), input_path)[0], input_path)
+    cfg = detect_config(sd, input_path)
+    sd, factor = adopt_weights(sd, RLFN(**cfg), input_path, input_range)
     if output_path:
         os.makedirs(os.path.dirname(os.path.abspath(output_path)), exist_ok=True)  # e.g. weights/ on a fresh clone
         save_weights(sd, output_path, cfg)
-    return sd, cfg
+    return sd, cfg, factor
 
 
-def load_model(model_path=None, opt_path=None, preset=None, scale=4, input_range=1.0, device='cpu'):
+def load_model(model_path=None, opt_path=None, preset=None, scale=4, input_range=None, device='cpu'):
     """Return ``(net, cfg)`` in eval mode on ``device``, working in [0, 1].
 
     Args:
-        model_path (str | None): BasicSR checkpoint (``params_ema`` preferred, else ``params``) or a raw
-            state dict. Its network settings are read from the tensor shapes.
-        opt_path (str | None): option file whose ``network_g`` is used instead of the shapes.
-        preset (str | None): 'rlfn', 'rlfn_s' or 'rlfn_ntire' with random weights (benchmarks only).
+        model_path (str | None): a checkpoint (see :func:`load_rlfn`); its settings are read from the shapes.
+        opt_path (str | None): an option file whose ``network_g`` builds the network (any registered type).
+        preset (str | None): a name of :data:`PRESETS` with random weights (benchmarks only).
         scale (int): upscale for ``preset``.
-        input_range (float): 255 for the official, unconverted files.
+        input_range (float | None): the range of ``model_path``'s weights; None: detected.
     """
     if model_path is None:
         if preset not in PRESETS:
             raise ValueError(f'unknown preset {preset!r}; expected one of {list(PRESETS)} or a --model_path')
         cfg = dict(upscale=scale, **PRESETS[preset])
         return RLFN(**cfg).eval().to(device), cfg
-    cfg = None
-    if opt_path:
-        cfg = {k: v for k, v in load_options(opt_path).get('network_g', {}).items() if k != 'type'}
-    sd, cfg, net = load_rlfn(model_path, cfg)
-    if input_range != 1:
-        net.load_state_dict(fold_range(sd, input_range))
+    network_opt = load_options(opt_path).get('network_g') if opt_path else None
+    _, cfg, net = load_rlfn(model_path, network_opt, input_range)
     return net.eval().to(device), cfg

@@ -95,10 +95,18 @@ class ResumableSampler(Sampler):
             why = f'its sampler entry is not one this sampler wrote: {str(saved)[:120]}'
         elif saved is not None:
             changed = [f'{k} {saved.get(k)} -> {v}' for k, v in self.fingerprint().items() if saved.get(k) != v]
-            if not changed and saved['epoch'] == epoch and 0 <= saved['consumed_batches'] <= per_epoch:
-                self.origin = tuple(saved['origin'])
-                return saved['consumed_batches']
-            why = ', '.join(changed) or f'the saved position (epoch {saved["epoch"]}) does not match epoch {epoch}'
+            e0, i0 = saved['origin']
+            consumed = saved['consumed_batches']
+            # only what this state's iteration and epoch make possible: a tampered origin would end the stage
+            # early or run empty epochs for ever
+            possible = 0 <= e0 <= epoch and 0 <= i0 <= it and it - i0 - (epoch - e0) * per_epoch == consumed
+            if not changed and saved['epoch'] == epoch and 0 <= consumed <= per_epoch and possible:
+                self.origin = (e0, i0)
+                return consumed
+            why = ', '.join(changed) or (
+                f'the saved position (epoch {saved["epoch"]}) does not match epoch {epoch}' if saved['epoch'] != epoch
+                else f'sampler entry origin {[e0, i0]} with {consumed} consumed batches is impossible at iteration '
+                f'{it} of epoch {epoch} ({per_epoch} batches per epoch)')
         else:  # a state from before the entry existed: epochs counted from (0, 0)
             consumed = it - epoch * per_epoch
             if 0 <= consumed <= per_epoch:

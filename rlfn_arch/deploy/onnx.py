@@ -81,16 +81,32 @@ class OnnxRLFN:
         so = ort.SessionOptions()
         if threads:
             so.intra_op_num_threads, so.inter_op_num_threads = threads, 1
-        self.sess = ort.InferenceSession(path, so, providers=['CPUExecutionProvider'])
         self.path = path
+        try:
+            self.sess = ort.InferenceSession(path, so, providers=['CPUExecutionProvider'])
+        except Exception as e:  # onnxruntime's own exception types: one message naming the file
+            raise ValueError(f'{path}: not an ONNX model ONNX Runtime can run: {str(e).strip()[:300]}') from e
         meta = self.sess.get_modelmeta().custom_metadata_map or {}
         self.metadata = dict(meta)
-        # the scale the export wrote into the model; older files without it are probed with one run
-        self.upscale = scale or (int(meta['scale']) if str(meta.get('scale', '')).isdigit() else self._probe_scale())
+        # what the model does decides; the scale the export wrote must agree with it (a tampered or foreign
+        # value would crop or stretch every image)
+        probed = self._probe_scale()
+        written = meta.get('scale')
+        if written is not None and str(written).strip() != str(probed):
+            raise ValueError(f'{path}: its metadata says scale {written!r}, but the model upscales x{probed}; '
+                             'refusing a model that describes itself wrongly (export it again)')
+        if scale is not None and scale != probed:
+            raise ValueError(f'{path}: upscales x{probed}, not x{scale}')
+        self.upscale = probed
 
     def _probe_scale(self):
+        """The scale the model computes: one run on a 16x16 input."""
         y = self.sess.run(None, {'lq': np.zeros((1, 3, 16, 16), np.float32)})[0]
-        return y.shape[2] // 16
+        h, w = y.shape[-2:]
+        if h != w or h % 16 or h // 16 not in (2, 3, 4):
+            raise ValueError(f'{self.path}: gives a {h}x{w} output for a 16x16 input; expected an x2, x3 or x4 '
+                             'super-resolution model')
+        return h // 16
 
     def __call__(self, x):
         h, w = x.shape[-2:]

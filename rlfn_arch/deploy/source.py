@@ -57,7 +57,9 @@ def add_model_args(parser, preset=False, onnx=False, opt=True, input_range=False
     if opt:
         parser.add_argument('--opt', default=None, help='option file whose network_g to use')
     if input_range:
-        parser.add_argument('--input_range', type=float, default=1.0, help='255 for unconverted official RLFN files')
+        parser.add_argument('--input_range', type=float, default=None,
+                            help='the range the weights work in: 255 for the official files as released, 1 for '
+                            'ours; default: detected from what the network does')
     if device:
         parser.add_argument('--device', default=None, help='cpu, cuda, cuda:1 (default: cuda if available)')
     if precision:
@@ -84,7 +86,7 @@ def open_model(args, model_path=None):
     device = pick_device(args.device) if hasattr(args, 'device') else torch.device('cpu')
     preset = None if path else getattr(args, 'preset', None)
     net, cfg = load_model(path, getattr(args, 'opt', None), preset=preset, scale=getattr(args, 'scale', 4),
-                          input_range=getattr(args, 'input_range', 1.0), device=device)
+                          input_range=getattr(args, 'input_range', None), device=device)
     precision = resolve_precision(getattr(args, 'precision', 'fp32'), device)
     if precision == 'fp16' and device.type != 'cuda':
         raise ValueError('--precision fp16 (--half) needs a CUDA device: fp16 convolutions are emulated on CPU')

@@ -15,7 +15,7 @@ does: the [0, 255] reading is taken only when the network, fed 255x a smooth tes
 upscaled copy of it and the [0, 1] reading does not; everything else is read as [0, 1] (BasicSR's range).
 """
 from rlfn_arch.archs.rlfn_arch import MIN_INPUT_SIZE, RLFN
-from rlfn_arch.archs.rlfn_weights import detect_config, fold_range, normalize_keys, preset_name, value_range
+from rlfn_arch.archs.rlfn_weights import adopt_weights, detect_config, normalize_keys, preset_name
 
 try:  # spandrel's public names only
     from spandrel import Architecture, ArchSupport, ImageModelDescriptor, SizeRequirements
@@ -36,27 +36,32 @@ _DETECT = KeyCondition.has_any(
 
 class RLFNArch(Architecture[RLFN]):
     """spandrel architecture: RLFN and its RFDN-side variants (``RFDN`` is the same class with other
-    switches)."""
+    switches). A checkpoint with RFDN's distillation blocks is described as :class:`RFDNArch` (``RFDN``),
+    its other switches in the tags."""
 
-    def __init__(self):
-        super().__init__(id='RLFN', detect=_DETECT)
+    def __init__(self, id='RLFN', name=None):
+        super().__init__(id=id, detect=_DETECT, name=name)
 
     def load(self, state_dict):
         sd = normalize_keys(state_dict)
         cfg = detect_config(sd)
         net = RLFN(**cfg)
-        net.load_state_dict(sd, strict=True)
+        sd, _ = adopt_weights(sd, net)  # non-finite weights refused by name; an official range folded
         net.eval()
-        if value_range(net) != 1:
-            sd = fold_range(sd, 255.0)
         name = preset_name(cfg)
         tags = [name] if name != 'custom' else []
         tags += [f'{cfg["feature_channels"]}nf', f'{cfg["num_blocks"]}b']
+        tags += [f'{k}={cfg[k]}' for k in ('esa', 'fuse') if k in cfg]  # switches off RLFN's values
+        arch = RFDN_ARCH if cfg.get('block') == 'rfdb' else self
         return ImageModelDescriptor(
-            net, sd, architecture=self, purpose='SR', tags=tags,
+            net, sd, architecture=arch, purpose='SR', tags=tags,
             supports_half=True,  # fp16 and bf16 both checked against fp32 by tests/unit/integrations
             supports_bfloat16=True, scale=cfg['upscale'], input_channels=cfg['in_channels'],
             output_channels=cfg['out_channels'], size_requirements=SizeRequirements(minimum=MIN_INPUT_SIZE))
+
+
+#: How an RFDN checkpoint describes itself (loaded by :class:`RLFNArch`, which detects both; not registered).
+RFDN_ARCH = RLFNArch(id='RFDN', name='RFDN')
 
 
 def install(registry=None):

@@ -16,8 +16,10 @@ Overrides only what SRModel cannot do:
 * ``get_current_log`` / ``_log_validation_metric_values``: each logged training loss and validation
   result is also appended to ``curves.jsonl`` in the stage folder (rank 0; read by
   :mod:`rlfn_arch.training.curves` for the run's plot).
-* ``load_network``: ``weights_only=True`` loading, CUDA-saved files open on CPU, non-finite weights
-  refused with the tensor's name.
+* ``load_network``: ``weights_only=True`` loading of torch and safetensors files (by content), CUDA-saved files
+  open on CPU, non-finite weights refused with the tensor's name; an RLFN takes the official files as
+  released (key layouts, [0, 255] range: :func:`rlfn_arch.archs.rlfn_weights.adopt_weights`), and
+  ``path.cross_scale_g`` warm-starts from another scale.
 * ``model_to_device``: DistributedDataParallel without CUDA ``device_ids`` on CPU (gloo); the network in
   channels_last layout where ``train: channels_last`` (default ``auto``) says so.
 * ``feed_data`` / ``test``: inputs in the network's layout; validation in ``val: precision`` (default
@@ -38,6 +40,8 @@ import numpy as np
 import torch
 from torch.nn.parallel import DistributedDataParallel
 
+from rlfn_arch.archs.rlfn_arch import RLFN
+from rlfn_arch.archs.rlfn_weights import adopt_weights
 from rlfn_arch.utils.checkpoint import (
     CheckpointError,
     atomic_save,
@@ -299,6 +303,11 @@ class WarmStartModel(SRModel):
                 return
             for note in net.load_across_scales(load_net, load_path, mode):  # path.cross_scale_g: the plan checked it
                 logger.info(f'Across scales: {note}')
+            return
+        if strict and isinstance(net, RLFN):  # official key layouts and the [0, 255] range, decided in one place
+            _, factor = adopt_weights(load_net, net, load_path)
+            if factor != 1:
+                logger.info(f'{load_path} works in [0, {factor:g}] (an official file as released): folded into [0, 1]')
             return
         self._print_different_keys_loading(net, load_net, strict)
         net.load_state_dict(load_net, strict=strict)

@@ -18,7 +18,7 @@ from typing import Optional
 
 import torch
 
-from rlfn_arch.utils.checkpoint import CheckpointError, network_fit_problem, safe_load
+from rlfn_arch.utils.checkpoint import CheckpointError, network_fit_problem, safe_load, select_weights
 from rlfn_arch.utils.fs import require_real_folder_inside
 from rlfn_arch.utils.options import OptionError, freeze, load_options, thaw
 from rlfn_arch.utils.precision import resolve_precision
@@ -122,10 +122,9 @@ def _changed_network_keys(opt, folder, label):
 def _check_fit(opt, ckpt_path, key, label, folder, what):
     """Refuse (OptionError) when the stage's network_g does not fit the checkpoint it must load."""
     try:
-        ckpt = safe_load(ckpt_path)
+        sd = select_weights(safe_load(ckpt_path), ckpt_path, key)[0]
     except CheckpointError as e:
-        raise OptionError(f'stage {label}: {what}: {e}') from e
-    sd = ckpt.get(key, ckpt.get('params')) if isinstance(ckpt, dict) else None
+        raise OptionError(f'stage {label}: {what}: {e}. Nothing was changed') from e
     problem = network_fit_problem(sd, opt['network_g'])
     if problem:
         changed = _changed_network_keys(opt, folder, label)
@@ -147,6 +146,10 @@ def _stage_plan(k, stage, opt, ctx, prev):
     finalize(opt, ctx['root'], is_train=True, experiments_root=folder, source=ctx['source'])
     rec = ctx['records'].get(label)
     skip = rec.get('status') == 'done' and osp.isfile(rec.get('final', ''))
+    if skip:  # what the next stage or the final model will load: checked now, as the run would see it
+        key = 'params_ema' if opt['train'].get('ema_decay', 0) else 'params'
+        _check_fit(opt, rec['final'], key, label, folder,
+                   f'{STAGES_JSON} marks this stage finished, but its final weights')
     resume_path, init_from = None, opt['path'].get('pretrain_network_g')
     init_key, kind = opt['path'].get('param_key_g', 'params'), 'pretrain' if init_from else 'random'
     if not skip and ctx['auto_resume']:

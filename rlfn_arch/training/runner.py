@@ -75,7 +75,7 @@ def train_stages(plans, experiments, exp_root, auto_resume, rank=0, world=1, sou
 
 def _resume_cleanup(plan, records):
     """Rank 0, resuming: close the killed segment's time and remove the temporaries of interrupted writes
-    (only ``.<name>.<random>.tmp`` files of :func:`atomic_write`, in the folders this stage writes)."""
+    (only the ``.<name>.<random>.rlfn-tmp`` files of :func:`atomic_write`, in the folders this stage writes)."""
     records.close_killed_segment(plan.label, plan.folder)
     for folder in (plan.options['path']['models'], plan.options['path']['training_states']):
         for f in remove_stale_tmp(folder):

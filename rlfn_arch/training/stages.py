@@ -38,9 +38,28 @@ def _reads_sample(ds, sample):
     return any(str(ds.get(k, '')).startswith(sample + os.sep) for k in ('dataroot_gt', 'dataroot_lq'))
 
 
-def ensure_sample_dataset(options, root):
-    """Build the embedded default dataset when an option file reads from it and it is missing."""
+def sample_dataset_problem(options, root):
+    """Why the embedded default dataset an option file reads cannot be built where it must go (a non-empty
+    folder of the user's is there), or None. The dry run and the run ask the same question."""
     sample = _sample_folder(root)
+    uses = any(_reads_sample(ds, sample) for o in options for ds in o['datasets'].values())
+    if uses and not sample_ready(sample) and osp.lexists(sample) and (not osp.isdir(sample) or os.listdir(sample)):
+        return (f'{sample} holds files that are not the embedded default dataset (no sample.json of ours), so it '
+                'cannot be built there; nothing was changed. Move that folder aside, or run python -m '
+                'rlfn_arch.prepare sample --overwrite to add the dataset to it (your files are kept)')
+    return None
+
+
+def ensure_sample_dataset(options, root):
+    """Build the embedded default dataset when an option file reads from it and it is missing.
+
+    Raises:
+        OptionError: :func:`sample_dataset_problem`.
+    """
+    sample = _sample_folder(root)
+    problem = sample_dataset_problem(options, root)
+    if problem:
+        raise OptionError(problem)
     uses = any(_reads_sample(ds, sample) for o in options for ds in o['datasets'].values())
     if uses and not sample_ready(sample):
         rank = int(os.environ.get('RANK', os.environ.get('SLURM_PROCID', 0)))
@@ -75,6 +94,9 @@ def check_datasets(options, world=1, root=None, skip_missing_sample=False):
     not built yet are not checked."""
     problems, seen = [], set()
     sample = _sample_folder(root) if root else None
+    problem = sample_dataset_problem(options, root) if root else None
+    if problem:
+        raise OptionError(problem)
     for opt in options:
         for phase, ds in opt['datasets'].items():
             if skip_missing_sample and sample and _reads_sample(ds, sample) and not sample_ready(sample):

@@ -30,8 +30,9 @@ def is_safetensors(path):
             head = f.read(9)
     except OSError:
         return False
-    # a header length that the file cannot hold still means safetensors (truncated): the reader names the problem
-    return len(head) == 9 and head[8:9] == b'{' and 0 < int.from_bytes(head[:8], 'little') < 2**30
+    # a header length the file cannot hold (truncated, or tampered: 2**60) still means safetensors: the reader
+    # names the problem, and such a file never reaches torch.load
+    return len(head) == 9 and head[8:9] == b'{' and int.from_bytes(head[:8], 'little') > 0
 
 
 def read_safetensors(path, map_location='cpu'):
@@ -78,8 +79,11 @@ def safe_load(path, map_location='cpu'):
             return torch.load(f, map_location=map_location, weights_only=True)
     except Exception as e:  # torch raises many types: UnpicklingError, RuntimeError, EOFError, ...
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise CheckpointError(f'{path}: cannot be loaded safely as a torch checkpoint '
-                              f'(weights_only=True): {first}') from e
+        if 'weights only load failed' in first.lower() or 'weights_only' in first:
+            # torch's text goes on to suggest an unsafe load: never passed on
+            first = ('it holds Python objects other than tensors, numbers and strings (a pickled class or '
+                     'function, which could run code); save the weights as a plain state dict or as safetensors')
+        raise CheckpointError(f'{path}: cannot be loaded safely as a torch checkpoint: {first}') from e
 
 
 def check_finite(state_dict, path='<state dict>'):

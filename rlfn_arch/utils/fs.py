@@ -17,8 +17,10 @@ try:  # POSIX only; elsewhere the lock degrades to a check of the lock file's co
 except ImportError:  # pragma: no cover - Windows
     fcntl = None
 
-#: Temporary files made by :func:`atomic_write`: ``.<name>.<random>.tmp`` beside the target.
-TMP_PATTERN = re.compile(r'^\..+\.[A-Za-z0-9_]+\.tmp$')
+#: Temporary files made by :func:`atomic_write`: ``.<name>.<8 random characters of mkstemp>.rlfn-tmp`` beside
+#: the target (the suffix is this project's own, so a user's ``.my.draft.tmp`` never matches).
+TMP_SUFFIX = '.rlfn-tmp'
+TMP_PATTERN = re.compile(r'^\..+\.[a-z0-9_]{8}' + re.escape(TMP_SUFFIX) + '$')
 
 
 class WriteError(OSError):
@@ -47,7 +49,7 @@ def atomic_write(path, write, binary=True):
     folder = os.path.dirname(os.path.abspath(path))
     tmp = None
     try:
-        fd, tmp = tempfile.mkstemp(prefix='.' + os.path.basename(path) + '.', suffix='.tmp', dir=folder)
+        fd, tmp = tempfile.mkstemp(prefix='.' + os.path.basename(path) + '.', suffix=TMP_SUFFIX, dir=folder)
         os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes 0600; a plain open() would respect the umask
         with os.fdopen(fd, 'wb' if binary else 'w') as f:
             write(f)
@@ -95,6 +97,43 @@ def remove_stale_tmp(folder):
 
 class UnsafePathError(ValueError):
     """A destructive operation was asked for on a path outside the folder the run owns."""
+
+
+def same_file(a, b):
+    """True when ``a`` and ``b`` are one file: the same real path (symbolic links followed) or the same inode
+    (hard links)."""
+    if os.path.realpath(a) == os.path.realpath(b):
+        return True
+    try:
+        return os.path.samefile(a, b)
+    except OSError:  # one of them does not exist
+        return False
+
+
+def check_output(path, inputs=(), overwrite=False, flag='--overwrite'):
+    """The rule of every entry point for a file it writes: never an input, and never an existing file unless
+    ``overwrite`` says so (the caller then replaces it atomically).
+
+    Args:
+        path (str): the output file.
+        inputs (iterable[str | None]): the files the command reads (None entries are ignored).
+        overwrite (bool): the user allowed replacing an existing ``path``.
+        flag (str): the option that allows it, for the message.
+
+    Raises:
+        UnsafePathError: ``path`` is an input (same real path or inode), or exists and ``overwrite`` is False;
+            nothing has been written.
+    """
+    for src in inputs:
+        if src and os.path.exists(src) and same_file(path, src):
+            raise UnsafePathError(f'{path} is the input {src}; refusing to overwrite it (nothing was written). '
+                                  'Write to another file')
+    if os.path.lexists(path) and not overwrite:
+        what = 'a folder' if os.path.isdir(path) else 'a file'
+        raise UnsafePathError(f'{path} exists ({what} this command did not create); nothing was written. Pass {flag} '
+                              'to replace it, or choose another output')
+    if os.path.isdir(path):
+        raise UnsafePathError(f'{path} is a folder; expected a file name to write (nothing was written)')
 
 
 def _real(path, follow=True):

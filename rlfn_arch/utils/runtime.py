@@ -60,6 +60,13 @@ def finalize(opt, root, is_train, experiments_root=None, source='<options>'):
     """BasicSR's parse_options post-processing, on an already-loaded and checked option dict."""
     resolve_device(opt, source)
     opt['is_train'] = is_train
+    if opt.get('model_type', 'SRModel') == 'SRModel':
+        # basicsr's SRModel loads weights with a plain torch.load (no safetensors, CUDA-minded map_location):
+        # WarmStartModel is SRModel with the project's loading; an SRModel file keeps SRModel's fp32 NCHW training
+        opt['model_type'] = 'WarmStartModel'
+        if is_train and isinstance(opt.get('train'), dict):
+            opt['train'].setdefault('precision', 'fp32')
+            opt['train'].setdefault('channels_last', False)
     opt.setdefault('dist', False)
     opt.setdefault('rank', 0)
     opt.setdefault('world_size', 1)

@@ -69,7 +69,7 @@ def test_a_full_disk_during_a_save_exits_4_naming_the_file(tmp_path):
                           capture_output=True, timeout=300, preexec_fn=limit_file_size(200_000))
     assert proc.returncode == 4, proc.stderr[-3000:]
     assert 'net_g_init.pth' in proc.stderr and 'File too large' in proc.stderr and 'Traceback' not in proc.stderr
-    assert not glob.glob(str(exp / '**' / '.*.tmp'), recursive=True)  # no partial file left
+    assert not glob.glob(str(exp / '**' / '.*.rlfn-tmp'), recursive=True)  # no partial file left
 
 
 # ----------------------------------------------------------------------------------- after a kill
@@ -78,7 +78,8 @@ def test_resume_removes_stale_temporaries_and_stages_json_adds_every_segment(tmp
     target = exp / 's2' / 'training_states' / '8.state'
     assert start_training_and_kill_at(yml, target, settle=1.0)
     killed_after = os.path.getmtime(target) - os.path.getmtime(exp / 's1' / 'models' / 'net_g_latest.pth')
-    stale = [exp / 's2' / 'models' / '.net_g_12.pth.abc123.tmp', exp / 's2' / 'training_states' / '.12.state.x9.tmp']
+    stale = [exp / 's2' / 'models' / '.net_g_12.pth.abc123xy.rlfn-tmp',
+             exp / 's2' / 'training_states' / '.12.state.x9x9x9x9.rlfn-tmp']
     for f in stale:
         f.write_bytes(b'partial')
     assert (exp / 's2' / 's2.yml').is_file()  # the stage's finalized options: in its own folder, no temporary file

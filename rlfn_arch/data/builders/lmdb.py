@@ -10,7 +10,7 @@ from PIL import Image
 
 from rlfn_arch.basicsr_seam import quiet_lmdb_progress
 from rlfn_arch.data.image_io import ImageReadError, list_images, read_image
-from rlfn_arch.utils.fs import WriteError
+from rlfn_arch.utils.fs import WriteError, is_inside, same_file
 
 from basicsr.utils import lmdb_util
 
@@ -59,17 +59,42 @@ def lmdb_keys(names, folder, notes):
     return keys
 
 
+#: What an LMDB written by :func:`build_lmdb` (BasicSR's ``make_lmdb_from_imgs``) holds, and nothing else.
+LMDB_FILES = {'data.mdb', 'lock.mdb', 'meta_info.txt'}
+
+
+def is_our_lmdb(path):
+    """True when ``path`` is a real folder holding exactly an LMDB of the kind this builder writes
+    (``data.mdb`` and ``meta_info.txt``, optionally ``lock.mdb``, all regular files, nothing else)."""
+    if os.path.islink(path) or not os.path.isdir(path):
+        return False
+    entries = set(os.listdir(path))
+    return {'data.mdb', 'meta_info.txt'} <= entries <= LMDB_FILES and \
+        all(os.path.isfile(os.path.join(path, e)) and not os.path.islink(os.path.join(path, e)) for e in entries)
+
+
 def build_lmdb(folder, lmdb_path, overwrite=False, compress_level=1, workers=None):
     """Folder -> LMDB (keys = file stems, ``meta_info.txt`` as BasicSR expects), atomically.
 
+    ``overwrite`` replaces only an LMDB of this builder's kind (:func:`is_our_lmdb`), never a folder holding the
+    input.
+
     Raises:
         FileExistsError: ``lmdb_path`` exists and ``overwrite`` is False.
+        PrepareError: ``lmdb_path`` is not ours to replace, or the input lies inside it.
     """
     if not lmdb_path.endswith('.lmdb'):
         raise PrepareError(f'{lmdb_path}: the LMDB folder name must end with .lmdb')
     lmdb_path = os.path.abspath(lmdb_path.rstrip('/'))
-    if os.path.exists(lmdb_path) and not overwrite:
+    if same_file(lmdb_path, folder) or is_inside(folder, lmdb_path):
+        raise PrepareError(f'{lmdb_path}: the input folder {folder} is, or lies inside, the output LMDB; refusing '
+                           '(replacing it would delete the input images). Choose another --output')
+    if os.path.lexists(lmdb_path) and not overwrite:
         raise FileExistsError(f'{lmdb_path} already exists; pass --overwrite to replace it')
+    if os.path.lexists(lmdb_path) and not is_our_lmdb(lmdb_path):
+        raise PrepareError(f'{lmdb_path} exists and is not an LMDB this command wrote (expected only data.mdb, '
+                           'lock.mdb and meta_info.txt in a folder); --overwrite replaces only such LMDBs, so '
+                           'nothing was changed. Move it aside or choose another --output')
     names, others = list_images(folder)
     summ = Summary(f'lmdb {folder} -> {lmdb_path}')
     summ.skipped += [f'{os.path.join(folder, o)}: not an image file' for o in others]

@@ -9,7 +9,7 @@ import skimage.data
 
 from rlfn_arch.data.image_io import write_png
 from rlfn_arch.data.matlab_resize import modcrop
-from rlfn_arch.utils.fs import atomic_write
+from rlfn_arch.utils.fs import atomic_write, is_inside
 
 from .bicubic import make_bicubic_lr
 from .common import PrepareError, Summary
@@ -75,18 +75,40 @@ def _plan_sample_folder(out_dir, overwrite):
     return ours, [e for e in SAMPLE_ENTRIES if e in entries]
 
 
+def _remove_own_files(old, out_dir, listed):
+    """Delete, inside ``old`` (an entry of an earlier build in ``out_dir``), only the files that build listed in
+    its sample.json, then the folders this left empty. Returns True when nothing else was there."""
+    prefix = os.path.relpath(old, out_dir) + os.sep
+    for rel in listed:
+        full = os.path.join(out_dir, rel)
+        if (rel + os.sep).startswith(prefix) and os.path.isfile(full) and not os.path.islink(full) \
+                and is_inside(full, old):
+            os.unlink(full)
+    for d, _, _ in sorted(os.walk(old), key=lambda w: -len(w[0])):  # deepest first
+        if not os.listdir(d) and not os.path.islink(d):
+            os.rmdir(d)
+    return not os.path.lexists(old)
+
+
 def _install_sample(tmp, out_dir, ours, clashes, notes):
-    """Move the finished build from ``tmp`` into ``out_dir``: entries of an earlier sample build are replaced
-    (sample.json first, so a kill in between leaves no complete-looking folder); anyone else's are archived."""
+    """Move the finished build from ``tmp`` into ``out_dir``. Of an earlier sample build, exactly the files its
+    sample.json lists are replaced (sample.json first, so a kill in between leaves no complete-looking folder);
+    anything else in its folders (files a user put there) and everyone else's entries are archived, never
+    deleted."""
     os.makedirs(out_dir, exist_ok=True)
     stamp = time.strftime('%Y%m%d_%H%M%S')
+    listed = _sample_info(out_dir).get('files') if ours else None
     for entry in sorted(clashes, key=lambda e: e != 'sample.json'):
         old = os.path.join(out_dir, entry)
-        if ours:
-            shutil.rmtree(old) if os.path.isdir(old) and not os.path.islink(old) else os.unlink(old)
-        else:
-            os.rename(old, f'{old}_archived_{stamp}')
-            notes.append(f'{old} renamed to {old}_archived_{stamp} (--overwrite; nothing deleted)')
+        if ours and entry == 'sample.json':
+            os.unlink(old)
+            continue
+        if ours and isinstance(listed, list) and os.path.isdir(old) and not os.path.islink(old) \
+                and _remove_own_files(old, out_dir, listed):
+            continue
+        os.rename(old, f'{old}_archived_{stamp}')
+        what = 'files that prepare sample did not write' if ours else 'an entry that is not ours'
+        notes.append(f'{old} held {what}: renamed to {old}_archived_{stamp} (--overwrite; nothing of yours deleted)')
     for entry in SAMPLE_ENTRIES:  # sample.json last: it marks the folder complete
         os.rename(os.path.join(tmp, entry), os.path.join(out_dir, entry))
     os.unlink(os.path.join(tmp, _BUILD_MARKER))
@@ -149,7 +171,9 @@ def _build_sample_into(out_dir, workers):
                                 workers=workers))
     parts.append(build_lmdb(os.path.join(work, 'HR_sub'), os.path.join(train, 'HR_sub.lmdb'), workers=workers))
     shutil.rmtree(work)  # made by this build, inside its own temporary folder
+    files = sorted(os.path.relpath(os.path.join(d, f), out_dir) for d, _, fs in os.walk(out_dir) for f in fs
+                   if f != _BUILD_MARKER)
     info = {'version': SAMPLE_VERSION, 'source': 'scikit-image data', 'train': SAMPLE_TRAIN, 'val': SAMPLE_VAL,
-            'scales': list(SAMPLE_SCALES), 'subimages': SAMPLE_SUB}
+            'scales': list(SAMPLE_SCALES), 'subimages': SAMPLE_SUB, 'files': files}  # what --overwrite may replace
     atomic_write(os.path.join(out_dir, 'sample.json'), lambda f: json.dump(info, f, indent=1), binary=False)
     return parts

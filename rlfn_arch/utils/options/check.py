@@ -220,6 +220,18 @@ def _check_top(opt, ck):
     _check_typed(net, ARCH_REGISTRY, 'architecture', ck, 'network_g')
     if isinstance(net, dict) and net.get('type') in ('RLFN', 'RFDN') and 'upscale' in net and net['upscale'] != scale:
         ck.err('network_g.upscale', f'{net["upscale"]} differs from scale: {scale}')
+    elif isinstance(net, dict) and net.get('type') in ARCH_REGISTRY and not any('network_g' in e for e in ck.errors):
+        _check_builds(net, ck)
+
+
+def _check_builds(net, ck):
+    """Build the network on the meta device (no memory, no weights): settings the constructor refuses
+    (``block: foo``, a negative width, ``upscale: 4.0``) are option errors before anything is touched."""
+    try:
+        with torch.device('meta'):
+            ARCH_REGISTRY.get(net['type'])(**{k: v for k, v in net.items() if k != 'type'})
+    except (TypeError, ValueError, RuntimeError, AssertionError) as e:
+        ck.err('network_g', f'{net["type"]} cannot be built from these settings: {str(e).strip().splitlines()[0]}')
 
 
 def _check_datasets(opt, ck):

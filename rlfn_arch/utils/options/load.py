@@ -50,6 +50,31 @@ def yaml_load(text_or_stream, source='<string>'):
         return yaml.load(text_or_stream, Loader=_SafeOrderedLoader)
     except yaml.YAMLError as e:
         raise OptionError(f'{source}: not a safe, valid YAML option file: {e}') from e
+    except RecursionError as e:  # thousands of nested [[[...]]]: the composer recurses once per level
+        raise OptionError(f'{source}: nested too deeply to be an option file (YAML nesting beyond what the parser '
+                          'can follow)') from e
+    except ValueError as e:  # e.g. an integer of thousands of digits (Python's int conversion limit)
+        first = str(e).strip().splitlines()[0].split(';')[0][:200]  # no advice to raise interpreter limits
+        raise OptionError(f'{source}: a value cannot be read: {first}') from e
+
+
+#: No option file nests deeper than this (BasicSR's own go 4 levels down); deeper ones are refused before any
+#: recursive check or copy could exhaust Python's stack.
+MAX_DEPTH = 32
+
+
+def _too_deep(obj):
+    """True when ``obj`` nests mappings/lists deeper than :data:`MAX_DEPTH` (checked without recursion)."""
+    stack = [(obj, 0)]
+    while stack:
+        item, depth = stack.pop()
+        if depth > MAX_DEPTH:
+            return True
+        if isinstance(item, dict):
+            stack.extend((v, depth + 1) for v in item.values())
+        elif isinstance(item, list):
+            stack.extend((v, depth + 1) for v in item)
+    return False
 
 
 def _represent_ordered(dumper, data):
@@ -110,6 +135,8 @@ def load_options(path, _seen=()):
     opt = yaml_load(text, source=path)
     if not isinstance(opt, dict):
         raise OptionError(f'{path}: an option file must be a YAML mapping, got {type(opt).__name__}')
+    if _too_deep(opt):
+        raise OptionError(f'{path}: nests more than {MAX_DEPTH} levels deep; an option file holds a few levels')
     base = opt.pop('base', None)
     if base is not None:
         base_path = os.path.normpath(os.path.join(os.path.dirname(os.path.abspath(path)), str(base)))

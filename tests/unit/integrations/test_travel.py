@@ -121,7 +121,8 @@ def test_spandrel_loads_every_official_file_in_0_1(name, tmp_path):
     ref_file = 'official_rfdn_io.pt' if name.startswith('rfdn') else 'official_rlfn_io.pt'
     ref = torch.load(shared_path('reference', ref_file), map_location='cpu', weights_only=True)
     desc = spandrel.ModelLoader().load_from_file(src)
-    assert desc.architecture.id == 'RLFN' and desc.scale == int(name[-1]) if name[-1].isdigit() else True
+    assert desc.architecture.id == ('RFDN' if name.startswith('rfdn') else 'RLFN')
+    assert desc.scale == (int(name[-1]) if name[-1].isdigit() else 4)
     with torch.no_grad():
         y = desc(ref['input'])
     assert (y - (ref['out_255'][name] / 255).clamp(0, 1)).abs().max().item() <= 1e-5
@@ -141,7 +142,8 @@ def test_spandrel_round_trips_every_preset_scale_and_channel_count(tmp_path, nam
     net = RLFN(upscale=scale, in_channels=channels, out_channels=channels, **PRESETS[name])
     torch.save({'params_ema': net.state_dict(), 'params': net.state_dict()}, tmp_path / 'w.pth')
     desc = spandrel.ModelLoader().load_from_file(str(tmp_path / 'w.pth'))
-    assert desc.architecture.id == 'RLFN' and desc.scale == scale and desc.input_channels == channels
+    arch = 'RFDN' if PRESETS[name].get('block') == 'rfdb' else 'RLFN'
+    assert desc.architecture.id == arch and desc.scale == scale and desc.input_channels == channels
     assert name in desc.tags and desc.size_requirements.minimum == 15
     assert _descriptor_matches(desc, net, channels) <= 1e-5
 
@@ -187,3 +189,36 @@ def test_exported_onnx_describes_itself_and_infer_reads_its_scale(tmp_path):
     runner = OnnxRLFN(str(tmp_path / 'm.onnx'))
     runner._probe_scale = None  # the scale must come from the metadata, not from a probe run
     assert runner.upscale == 3
+
+
+# ------------------------------------------------------------------------------------ hostile files
+def test_spandrel_refuses_nonfinite_weights_naming_the_tensor(tmp_path):
+    path = tiny_ckpt(tmp_path / 'nan.pth', nan=True)
+    with pytest.raises(CheckpointError, match='block_1.c1_r.weight'):
+        spandrel.ModelLoader().load_from_file(str(path))
+
+
+def test_spandrel_names_an_rfdn_checkpoint_rfdn():
+    torch.manual_seed(0)
+    desc = spandrel.ModelLoader().load_from_state_dict(RLFN(upscale=4, **PRESETS['rfdn']).state_dict())
+    assert desc.architecture.id == 'RFDN' and 'rfdn' in desc.tags
+    plain = spandrel.ModelLoader().load_from_state_dict(RLFN(upscale=4, **PRESETS['rlfn_s']).state_dict())
+    assert plain.architecture.id == 'RLFN'
+
+
+def test_a_safetensors_header_of_absurd_length_is_refused_as_safetensors(tmp_path):
+    bad = tmp_path / 'w.pth'
+    bad.write_bytes((2**60).to_bytes(8, 'little') + b'{"a": {}}')
+    with pytest.raises(CheckpointError) as e:
+        safe_load(bad)
+    assert 'safetensors' in str(e.value) and 'weights_only' not in str(e.value)
+    proc = run_module('rlfn_arch.infer', '-i', tmp_path, '-o', tmp_path / 'o', '--model_path', bad, check=False)
+    assert proc.returncode == 2 and 'weights_only' not in proc.stderr and str(bad) in proc.stderr
+
+
+def test_no_message_suggests_an_unsafe_load(tmp_path):
+    import collections
+    torch.save({'params': collections.OrderedDict(), 'code': print}, tmp_path / 'pickled.pth')
+    with pytest.raises(CheckpointError) as e:
+        safe_load(tmp_path / 'pickled.pth')
+    assert 'weights_only' not in str(e.value) and 'could run code' in str(e.value)

@@ -11,6 +11,8 @@ setup(
     long_description_content_type='text/markdown',
     license='Apache-2.0',
     packages=find_packages(include=['rlfn_arch', 'rlfn_arch.*']),
+    # the models that ship (rlfn_arch/archs/zoo.py): weights and their model cards
+    package_data={'rlfn_arch.archs': ['weights/*.safetensors', 'weights/*.json']},
     entry_points={'console_scripts': ['rlfn = rlfn_arch.cli:main']},
     python_requires='>=3.9',
     install_requires=[

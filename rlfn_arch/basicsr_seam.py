@@ -1,4 +1,5 @@
-"""The one seam between this project and BasicSR's internals. Nothing else reaches into basicsr.
+"""The one seam between this project and BasicSR's internals. Nothing else reaches into basicsr (the import-time
+shims that let basicsr 1.4.2 import at all live in :mod:`rlfn_arch.compat`).
 
 Everything else uses basicsr's public API only: the registries, ``build_network``/``build_loss``,
 ``SRModel`` (subclassed), ``PairedImageDataset`` (subclassed), the metrics, ``lmdb_util``,
@@ -9,9 +10,6 @@ renames one fails there, with one message):
 =====================================================  =========================================================
 basicsr name                                           touched because
 =====================================================  =========================================================
-import of torchvision.transforms.functional_tensor     removed in torchvision 0.17: an alias module is registered
-                                                       before basicsr is imported (:func:`install`)
-import of distutils.version.LooseVersion               gone in Python 3.12: a minimal stand-in where missing
 basicsr.train.parse_options                            returns the plan's checked options: basicsr's parser reads
                                                        the YAML unsafely, execs --force_yml, hard-codes nccl
 basicsr.train.load_resume_state                        the plan's training state (basicsr looks relative to the
@@ -37,81 +35,10 @@ basicsr.utils.lmdb_util.tqdm                           a disabled bar off a term
                                                        logs); the summary line still reports the work
 =====================================================  =========================================================
 """
-import importlib
 import os
 import sys
 
-_OLD_NAME = 'torchvision.transforms.functional_tensor'
-
-
-def install():
-    """Register the ``functional_tensor`` alias if torchvision no longer provides it. Idempotent."""
-    if _OLD_NAME in sys.modules:
-        return
-    try:
-        importlib.import_module(_OLD_NAME)
-        return  # an old torchvision that still has it
-    except ImportError:
-        pass
-    try:
-        new = importlib.import_module('torchvision.transforms._functional_tensor')
-    except ImportError:  # pragma: no cover - future torchvision without the private module
-        import types
-
-        from torchvision.transforms import functional
-        new = types.ModuleType(_OLD_NAME)
-        new.rgb_to_grayscale = functional.rgb_to_grayscale
-    sys.modules[_OLD_NAME] = new
-
-
-def install_distutils():
-    """Make ``from distutils.version import LooseVersion`` work on Python >= 3.12. Idempotent."""
-    try:
-        importlib.import_module('distutils.version')
-        return
-    except ImportError:
-        pass
-    import re
-    import types
-
-    class LooseVersion:
-        """Enough of distutils' LooseVersion for basicsr: parse '1.2.3a' into comparable parts."""
-
-        def __init__(self, vstring):
-            self.vstring = str(vstring)
-            self.version = [int(p) if p.isdigit() else p for p in re.findall(r'\d+|[a-z]+', self.vstring.lower())]
-
-        def _cmp(self, other):
-            other = other if isinstance(other, LooseVersion) else LooseVersion(other)
-            a, b = [str(x).zfill(8) for x in self.version], [str(x).zfill(8) for x in other.version]
-            return (a > b) - (a < b)
-
-        def __eq__(self, other):
-            return self._cmp(other) == 0
-
-        def __lt__(self, other):
-            return self._cmp(other) < 0
-
-        def __le__(self, other):
-            return self._cmp(other) <= 0
-
-        def __gt__(self, other):
-            return self._cmp(other) > 0
-
-        def __ge__(self, other):
-            return self._cmp(other) >= 0
-
-    pkg = sys.modules.get('distutils') or types.ModuleType('distutils')
-    pkg.__path__ = getattr(pkg, '__path__', [])
-    version = types.ModuleType('distutils.version')
-    version.LooseVersion = LooseVersion
-    pkg.version = version
-    sys.modules['distutils'] = pkg
-    sys.modules['distutils.version'] = version
-
-
-install()
-install_distutils()
+from . import compat  # noqa: F401  the import-time shims, before anything imports basicsr
 
 #: Every basicsr attribute this module swaps or reads, by module (pinned by the seam test).
 TOUCHED = {
@@ -206,6 +133,63 @@ class TrainDataError(ValueError):
     """The training data gives no full batch per process (raised while the loaders are built)."""
 
 
+def _loaders(original, captured):
+    """basicsr's ``create_train_val_dataloader`` with the checked dataset class, the epochs counted from the real
+    batches per process (``drop_last``, sharded; from where the sampler's epochs start), and the sampler kept."""
+    import math
+
+    def create_train_val_dataloader(o, logger):
+        # PairedImageDataset -> its subclass whose load errors name the sample (same samples, same options)
+        datasets = {phase: dict(ds, type='CheckedPairedImageDataset') if ds.get('type') == 'PairedImageDataset'
+                    else ds for phase, ds in o['datasets'].items()}
+        train_loader, train_sampler, val_loaders, _, total_iters = original(dict(o, datasets=datasets), logger)
+        captured['sampler'] = train_sampler
+        per_epoch = len(train_loader)
+        if per_epoch == 0:  # the pre-flight check says this first; a second line
+            ds = o['datasets']['train']
+            raise TrainDataError(f'dataset {ds.get("name")}: {len(train_loader.dataset)} images give no full batch '
+                                 f'of {ds["batch_size_per_gpu"]} per process (world size {o["world_size"]})')
+        if getattr(train_sampler, 'resume_note', None):
+            logger.warning(f'Resume: {train_sampler.resume_note}')
+        total_epochs = train_sampler.epochs_to_reach(total_iters) if hasattr(train_sampler, 'epochs_to_reach') \
+            else math.ceil(total_iters / per_epoch)
+        logger.info(f'Iteration accounting: {per_epoch} iters/epoch per process -> {total_epochs} epochs')
+        return train_loader, train_sampler, val_loaders, total_epochs, total_iters
+    return create_train_val_dataloader
+
+
+def _model_builder(original, captured):
+    """basicsr's ``build_model``, keeping the model (final metrics, DDP replica check) and handing it the sampler
+    whose position it saves with each training state."""
+    def build_model(o):
+        model = captured['model'] = original(o)
+        if hasattr(model, 'attach_sampler') and hasattr(captured.get('sampler'), 'state'):
+            model.attach_sampler(captured['sampler'])
+        return model
+    return build_model
+
+
+def _make_exp_dirs(o):
+    """The stage's folders, without basicsr's rename-on-exist (the runner archived an old folder already)."""
+    if o['rank'] == 0:
+        for key in ('experiments_root', 'models', 'training_states', 'log', 'visualization'):
+            if o['path'].get(key):
+                os.makedirs(o['path'][key], exist_ok=True)
+
+
+def _options_copier(plan, rank):
+    """Writes the plan's finalized options into the stage folder (basicsr would copy ``args.opt``, a path)."""
+    from .utils.fs import atomic_write
+    from .utils.options import thaw, yaml_dump
+
+    def copy_opt_file(_opt_file, experiments_root):
+        if rank == 0:
+            head = f'# the finalized options of stage {plan.label} (python -m rlfn_arch.train)\n'
+            atomic_write(os.path.join(experiments_root, f'{plan.label}.yml'),
+                         lambda f: f.write(head + yaml_dump(thaw(plan.options))), binary=False)
+    return copy_opt_file
+
+
 def run_stage(plan, resume_state, args=None, sampler=None):
     """Run one stage plan with ``basicsr.train.train_pipeline``, BasicSR's own loop, unchanged.
 
@@ -214,82 +198,33 @@ def run_stage(plan, resume_state, args=None, sampler=None):
             BasicSR receives a mutable copy.
         resume_state (dict | None): the loaded training state the plan names.
         args (argparse.Namespace | None): what basicsr's ``parse_options`` would return as ``args``.
-        sampler (type | None): the training sampler class used in place of basicsr's ``EnlargedSampler``
-            (:class:`rlfn_arch.data.sampler.ResumableSampler`; built with the seed, the batch size and the
-            resume position). None keeps basicsr's.
+        sampler (callable | None): builds the training sampler in place of basicsr's ``EnlargedSampler``, with
+            its signature (:meth:`rlfn_arch.data.sampler.ResumableSampler.for_run`). None keeps basicsr's.
 
     Returns:
         The trained model (BasicSR's model object).
     """
     import argparse
-    import math
 
     import torch.distributed as dist
 
     import basicsr.train as bt
     from basicsr.utils import set_random_seed
 
-    from .utils.fs import atomic_write
-    from .utils.options import thaw, yaml_dump
+    from .utils.options import thaw
 
     opt = thaw(plan.options)
     args = args or argparse.Namespace(opt=f'{plan.label}.yml', launcher='pytorch' if opt['dist'] else 'none',
                                       auto_resume=opt['auto_resume'], debug=False, local_rank=0, force_yml=None)
     captured = {}
-    orig_build_model, orig_loaders = bt.build_model, bt.create_train_val_dataloader
-
-    def build_model(o):
-        model = captured['model'] = orig_build_model(o)
-        if hasattr(model, 'attach_sampler') and hasattr(captured.get('sampler'), 'state'):
-            model.attach_sampler(captured['sampler'])  # its position is saved with each training state
-        return model
-
-    def create_train_val_dataloader(o, logger):
-        # PairedImageDataset -> its subclass whose load errors name the sample (same samples, same options)
-        datasets = {phase: dict(ds, type='CheckedPairedImageDataset') if ds.get('type') == 'PairedImageDataset'
-                    else ds for phase, ds in o['datasets'].items()}
-        train_loader, train_sampler, val_loaders, _, total_iters = orig_loaders(dict(o, datasets=datasets), logger)
-        captured['sampler'] = train_sampler
-        per_epoch = len(train_loader)  # real batches per rank per epoch (drop_last, sharded)
-        if per_epoch == 0:  # the pre-flight check says this first; a second line
-            ds = o['datasets']['train']
-            raise TrainDataError(f'dataset {ds.get("name")}: {len(train_loader.dataset)} images give no full batch '
-                                 f'of {ds["batch_size_per_gpu"]} per process (world size {o["world_size"]})')
-        if getattr(train_sampler, 'resume_note', None):
-            logger.warning(f'Resume: {train_sampler.resume_note}')
-        if hasattr(train_sampler, 'epochs_to_reach'):  # counts from where its epochs start (moved by a data change)
-            total_epochs = train_sampler.epochs_to_reach(total_iters)
-        else:
-            total_epochs = math.ceil(total_iters / per_epoch)
-        logger.info(f'Iteration accounting: {per_epoch} iters/epoch per process -> {total_epochs} epochs')
-        return train_loader, train_sampler, val_loaders, total_epochs, total_iters
-
-    def make_exp_dirs(o):
-        if o['rank'] == 0:
-            for key in ('experiments_root', 'models', 'training_states', 'log', 'visualization'):
-                if o['path'].get(key):
-                    os.makedirs(o['path'][key], exist_ok=True)
-
-    def copy_opt_file(_opt_file, experiments_root):
-        if opt['rank'] == 0:
-            head = f'# the finalized options of stage {plan.label} (python -m rlfn_arch.train)\n'
-            atomic_write(os.path.join(experiments_root, f'{plan.label}.yml'),
-                         lambda f: f.write(head + yaml_dump(thaw(plan.options))), binary=False)
-
-    def make_sampler(dataset, num_replicas, rank, ratio=1):
-        return sampler(dataset, num_replicas, rank, ratio, seed=opt['manual_seed'],
-                       batch_size=opt['datasets']['train']['batch_size_per_gpu'],
-                       resume_epoch=resume_state['epoch'] if resume_state else None,
-                       resume_iter=resume_state['iter'] if resume_state else None,
-                       saved=resume_state.get('sampler') if resume_state else None)
-
     set_random_seed(opt['manual_seed'] + opt['rank'])
     reset_basicsr_logger()
     try:
         with swapped(bt, parse_options=lambda *a, **k: (opt, args), load_resume_state=lambda o: resume_state,
-                     EnlargedSampler=make_sampler if sampler else bt.EnlargedSampler,
-                     create_train_val_dataloader=create_train_val_dataloader, build_model=build_model,
-                     make_exp_dirs=make_exp_dirs, copy_opt_file=copy_opt_file,
+                     EnlargedSampler=sampler or bt.EnlargedSampler,
+                     create_train_val_dataloader=_loaders(bt.create_train_val_dataloader, captured),
+                     build_model=_model_builder(bt.build_model, captured), make_exp_dirs=_make_exp_dirs,
+                     copy_opt_file=_options_copier(plan, opt['rank']),
                      get_root_logger=logger_factory(bt.get_root_logger, plan.label)):
             if dist.is_available() and dist.is_initialized():
                 dist.barrier()

@@ -19,7 +19,10 @@ TOOLS = {
     'convert': 'official RLFN weights -> BasicSR checkpoints',
     'benchmark': 'NTIRE-style params/FLOPs/activations/runtime',
     'compare': 'side-by-side crops with PSNR',
+    'models': 'the models that ship with the package (python -m rlfn_arch.zoo)',
 }
+#: Tools whose module has another name (``rlfn_arch.models`` is the package of BasicSR models).
+MODULES = {'models': 'zoo'}
 
 
 def main(argv=None):
@@ -32,7 +35,7 @@ def main(argv=None):
             print(f'\nerror: unknown tool {argv[0]!r}', file=sys.stderr)
             return 2
         return 0 if argv else 2
-    return importlib.import_module(f'rlfn_arch.{argv[0]}').main(argv[1:])
+    return importlib.import_module(f'rlfn_arch.{MODULES.get(argv[0], argv[0])}').main(argv[1:])
 
 
 if __name__ == '__main__':

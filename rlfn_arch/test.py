@@ -8,8 +8,9 @@ import os
 import sys
 
 import rlfn_arch  # noqa: F401  registers RLFN & co. and installs the compatibility shim
+from rlfn_arch.archs.zoo import model_file, model_names
 from rlfn_arch.basicsr_seam import run_test
-from rlfn_arch.utils.checkpoint import check_pretrain
+from rlfn_arch.training.stages import check_pretrain
 from rlfn_arch.utils.options import OptionError, apply_force_yml, check_options, load_options
 from rlfn_arch.utils.precision import PRECISIONS
 from rlfn_arch.utils.runtime import finalize, project_root
@@ -20,6 +21,8 @@ def parse_args(argv=None):
     parser.add_argument('-opt', required=True, help='path to the test option YAML file')
     parser.add_argument('--launcher', choices=['none'], default='none', help='testing runs on one process')
     parser.add_argument('--force_yml', nargs='+', default=None, help='e.g. path:pretrain_network_g=FILE')
+    parser.add_argument('--model', default=None, help='test a model that ships with the package, by name '
+                        f'({", ".join(model_names())}): sets path.pretrain_network_g')
     parser.add_argument('--datasets_root', default=None,
                         help='folder holding <Set>/HR and <Set>/LR_bicubic/X<s> (e.g. ../shared/datasets); '
                         'replaces the leading "datasets/" of the dataroots in the option file')
@@ -30,12 +33,14 @@ def parse_args(argv=None):
     return parser.parse_args(argv)
 
 
-def load_test_options(opt_path, force_yml=None, datasets_root=None, precision='fp32'):
+def load_test_options(opt_path, force_yml=None, datasets_root=None, precision='fp32', model=None):
     """Load, check and finalize test options. Datasets whose folders are missing are dropped with a
     message; none left is an error. ``precision`` other than fp32 runs the network under autocast
     through WarmStartModel's ``test()`` (a SRModel subclass; basicsr's SRModel has no precision)."""
     opt = load_options(opt_path)
     apply_force_yml(opt, force_yml, opt_path)
+    if model:
+        opt.setdefault('path', {})['pretrain_network_g'] = model_file(model)
     if precision != 'fp32':
         opt.setdefault('val', {})['precision'] = precision
         if opt.get('model_type') == 'SRModel':
@@ -68,7 +73,7 @@ def load_test_options(opt_path, force_yml=None, datasets_root=None, precision='f
 def main(argv=None):
     args = parse_args(argv)
     try:
-        opt, root = load_test_options(args.opt, args.force_yml, args.datasets_root, args.precision)
+        opt, root = load_test_options(args.opt, args.force_yml, args.datasets_root, args.precision, args.model)
     except (OptionError, ValueError) as e:
         print(f'error: {e}', file=sys.stderr)
         return 2

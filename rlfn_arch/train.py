@@ -19,7 +19,7 @@ from rlfn_arch.data.checked_dataset import DatasetSampleError
 from rlfn_arch.models.warmstart_model import NonFiniteLossError
 from rlfn_arch.training import build_plans, check_datasets, ensure_sample_dataset, stage_options, train_stages
 from rlfn_arch.training.distributed import init_dist
-from rlfn_arch.utils.checkpoint import check_pretrain
+from rlfn_arch.training.stages import check_pretrain
 from rlfn_arch.utils.fs import LockedError, UnsafePathError, WriteError
 from rlfn_arch.utils.options import OptionError, apply_force_yml, load_options, thaw
 from rlfn_arch.utils.runtime import project_root

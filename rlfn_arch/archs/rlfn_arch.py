@@ -228,27 +228,6 @@ class RLFN(nn.Module):
         self.upsampler = nn.Sequential(
             conv_layer(feature_channels, out_channels * upscale**2, 3), nn.PixelShuffle(upscale))
 
-    def load_across_scales(self, state_dict, path='<state dict>', mode='resample'):
-        """Warm start from another scale's weights: every body tensor loaded as is, the upsampler
-        (``upsampler.0.*``) resampled to this scale or initialised fresh at the body's scale
-        (:func:`rlfn_arch.archs.rlfn_weights.cross_scale_state`).
-
-        Args:
-            state_dict (dict): an RLFN state dict of any scale and key layout, official [0, 255] or [0, 1].
-            path (str): the file it came from, for messages.
-            mode (str): ``resample`` (default) or ``fresh``.
-
-        Returns:
-            list[str]: one line per tensor that was not loaded as is, saying why.
-
-        Raises:
-            CheckpointError: any other mismatch (width, block count, architecture), naming the first tensor.
-        """
-        from .rlfn_weights import cross_scale_state  # the weights module imports this one
-        sd, notes = cross_scale_state(state_dict, self, path, mode)
-        self.load_state_dict(sd, strict=True)
-        return notes
-
     def blocks(self):
         return [getattr(self, f'block_{i}') for i in range(1, self.num_blocks + 1)]
 

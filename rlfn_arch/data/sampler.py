@@ -72,6 +72,19 @@ class ResumableSampler(Sampler):
             consumed = self._position(resume_epoch, resume_iter, saved)
             self._skip = {resume_epoch: consumed * batch_size}
 
+    @classmethod
+    def for_run(cls, seed, batch_size, resume_state=None):
+        """A builder with BasicSR's ``EnlargedSampler(dataset, num_replicas, rank, ratio)`` signature that makes
+        this sampler for one stage: ``seed`` (the run's ``manual_seed``), ``batch_size`` (per process), and the
+        position of ``resume_state`` (a loaded training state: its ``epoch``, ``iter`` and ``sampler`` entry;
+        None for a fresh stage)."""
+        state = resume_state or {}
+
+        def build(dataset, num_replicas, rank, ratio=1):
+            return cls(dataset, num_replicas, rank, ratio, seed=seed, batch_size=batch_size,
+                       resume_epoch=state.get('epoch'), resume_iter=state.get('iter'), saved=state.get('sampler'))
+        return build
+
     def fingerprint(self):
         """What the order and the augmentation keys depend on (dict of ints)."""
         return {'dataset_len': len(self.dataset), 'enlarge_ratio': self.ratio, 'world_size': self.num_replicas,

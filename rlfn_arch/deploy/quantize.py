@@ -6,7 +6,7 @@ activations), calibrated on a few LR training patches.
 ONNX Runtime's int8 convolutions use VNNI where the CPU has it; PyTorch's eager int8 path cannot run
 ESA's resize and sigmoid in int8 and would fall back and forth, so ONNX Runtime is our int8 path.
 Which layers are int8 was chosen by measurement (official RLFN-S x4, Set5 x4 PSNR-Y, 2 CPU threads;
-see the issue note): quantizing every conv costs 0.45 dB; ESA (gating through a sigmoid), the 1x1
+docs/deployment.md): quantizing every conv costs 0.45 dB; ESA (gating through a sigmoid), the 1x1
 ``c5``, the head, ``conv_2`` and the upsampler are sensitive and cheap, so they stay float; of the three
 3x3 convs per block, ``c1_r`` (which reads the block input, whose range the ESA gating widens) costs the
 most accuracy. Default: ``c2_r`` and ``c3_r`` in int8 with entropy calibration (about -0.06 dB; MinMax:

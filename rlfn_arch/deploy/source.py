@@ -15,6 +15,7 @@ import torch
 
 from rlfn_arch.archs.rlfn_arch import PRESETS
 from rlfn_arch.archs.rlfn_weights import load_model
+from rlfn_arch.archs.zoo import model_file, model_names
 from rlfn_arch.utils.precision import PRECISIONS, resolve_precision
 from rlfn_arch.utils.runtime import pick_device
 
@@ -48,6 +49,8 @@ def add_model_args(parser, preset=False, onnx=False, opt=True, input_range=False
     src = parser.add_mutually_exclusive_group(required=True)
     src.add_argument('--model_path', help='checkpoint (BasicSR {"params": ...}, a converted or an official file); '
                      'network settings read from its tensors')
+    src.add_argument('--model', help=f'a model that ships with the package, by name ({", ".join(model_names())}; '
+                     'python -m rlfn_arch.zoo lists them)')
     if preset:
         src.add_argument('--preset', choices=list(PRESETS), help='a published configuration, random weights')
         parser.add_argument('--scale', type=int, default=4, choices=[2, 3, 4], help='upscale for --preset (4)')
@@ -78,6 +81,8 @@ def open_model(args, model_path=None):
         OSError: a file that cannot be read.
     """
     path = model_path or getattr(args, 'model_path', None)
+    if not path and getattr(args, 'model', None):
+        path = model_file(args.model)
     if getattr(args, 'onnx', None) and not model_path:
         net = OnnxRLFN(args.onnx)
         return OpenModel(net, {'upscale': net.upscale}, torch.device('cpu'), 'fp32', os.path.basename(args.onnx),
@@ -91,4 +96,6 @@ def open_model(args, model_path=None):
     if precision == 'fp16' and device.type != 'cuda':
         raise ValueError('--precision fp16 (--half) needs a CUDA device: fp16 convolutions are emulated on CPU')
     kind = 'preset' if preset else 'checkpoint'
-    return OpenModel(net, cfg, device, precision, preset or os.path.basename(path), kind)
+    shipped = getattr(args, 'model', None) if not model_path else None
+    name = preset or shipped or os.path.basename(path)
+    return OpenModel(net, cfg, device, precision, name, kind)

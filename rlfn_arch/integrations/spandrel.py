@@ -64,6 +64,16 @@ class RLFNArch(Architecture[RLFN]):
 RFDN_ARCH = RLFNArch(id='RFDN', name='RFDN')
 
 
+def load(name):
+    """A model that ships with rlfn-basicsr, by name (``load('rlfn_s_x3')``), as a spandrel descriptor.
+    Calls :func:`install` first."""
+    from spandrel import ModelLoader
+
+    from rlfn_arch.archs.zoo import model_file
+    install()
+    return ModelLoader().load_from_file(model_file(name))
+
+
 def install(registry=None):
     """Register RLFN in ``registry`` (default ``spandrel.MAIN_REGISTRY``). Idempotent. Returns the
     architectures added (empty when it was already there)."""

@@ -13,7 +13,7 @@ Overrides only what SRModel cannot do:
   state also holds the torch / numpy / Python RNG states and the training sampler's position in the
   epoch (``sampler``, see :mod:`rlfn_arch.data.sampler`; read back by the sampler itself).
 * ``resume_training``: restores those RNG states too.
-* ``get_current_log`` / ``_log_validation_metric_values``: each logged training loss and validation
+* ``get_current_log`` / ``nondist_validation``: each logged training loss and validation
   result is also appended to ``curves.jsonl`` in the stage folder (rank 0; read by
   :mod:`rlfn_arch.training.curves` for the run's plot).
 * ``load_network``: ``weights_only=True`` loading of torch and safetensors files (by content), CUDA-saved files
@@ -41,7 +41,7 @@ import torch
 from torch.nn.parallel import DistributedDataParallel
 
 from rlfn_arch.archs.rlfn_arch import RLFN
-from rlfn_arch.archs.rlfn_weights import adopt_weights
+from rlfn_arch.archs.rlfn_weights import adopt_weights, cross_scale_state
 from rlfn_arch.utils.checkpoint import (
     CheckpointError,
     atomic_save,
@@ -186,9 +186,11 @@ class WarmStartModel(SRModel):
         self._curve(iter=getattr(self, 'current_iter', 0), loss={k: float(v) for k, v in log.items()})
         return log
 
-    def _log_validation_metric_values(self, current_iter, dataset_name, tb_logger):
-        super()._log_validation_metric_values(current_iter, dataset_name, tb_logger)
-        self._curve(iter=current_iter, val=dataset_name, metrics={k: float(v) for k, v in self.metric_results.items()})
+    def nondist_validation(self, dataloader, current_iter, tb_logger, save_img):
+        super().nondist_validation(dataloader, current_iter, tb_logger, save_img)
+        if self.opt['val'].get('metrics') is not None:
+            self._curve(iter=current_iter, val=dataloader.dataset.opt['name'],
+                        metrics={k: float(v) for k, v in self.metric_results.items()})
 
     def optimize_parameters(self, current_iter):
         self.current_iter = current_iter
@@ -301,7 +303,9 @@ class WarmStartModel(SRModel):
             if ema is not None and net is self.get_bare_model(ema):  # the EMA starts as the network, fresh head too
                 net.load_state_dict(self.get_bare_model(self.net_g).state_dict())
                 return
-            for note in net.load_across_scales(load_net, load_path, mode):  # path.cross_scale_g: the plan checked it
+            sd, notes = cross_scale_state(load_net, net, load_path, mode)  # path.cross_scale_g: the plan checked it
+            net.load_state_dict(sd, strict=True)
+            for note in notes:
                 logger.info(f'Across scales: {note}')
             return
         if strict and isinstance(net, RLFN):  # official key layouts and the [0, 255] range, decided in one place
@@ -309,7 +313,14 @@ class WarmStartModel(SRModel):
             if factor != 1:
                 logger.info(f'{load_path} works in [0, {factor:g}] (an official file as released): folded into [0, 1]')
             return
-        self._print_different_keys_loading(net, load_net, strict)
+        if not strict:  # strict_load_g: false loads what fits and names the rest (as BasicSR does)
+            own = net.state_dict()
+            for k in sorted(set(own) ^ set(load_net)):
+                logger.warning(f'Loading: {k} is only in the {"network" if k in own else "checkpoint"}')
+            for k in [k for k in own if k in load_net and own[k].shape != load_net[k].shape]:
+                logger.warning(f'Loading: {k} not loaded: checkpoint {tuple(load_net[k].shape)}, network '
+                               f'{tuple(own[k].shape)}')
+                load_net.pop(k)
         net.load_state_dict(load_net, strict=strict)
 
 

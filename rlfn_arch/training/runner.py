@@ -134,7 +134,9 @@ def _run_plan(plan, records, exp_root, rank, world):
     t0 = time.time()
     records.update(plan.label, status='running', init_from=plan.init_from,
                    total_iter=plan.options['train']['total_iter'], segment_start=t0)
-    model = run_stage(plan, resume_state, sampler=ResumableSampler)
+    opt = plan.options
+    model = run_stage(plan, resume_state, sampler=ResumableSampler.for_run(
+        opt['manual_seed'], opt['datasets']['train']['batch_size_per_gpu'], resume_state))
     if world > 1:
         check_replicas(model, plan.label)
     barrier()

@@ -7,9 +7,14 @@ import os
 import time
 from os import path as osp
 
+from rlfn_arch.archs.rlfn_arch import RLFN
+from rlfn_arch.archs.rlfn_weights import cross_scale_state
 from rlfn_arch.data.builders import build_sample_dataset, sample_ready
 from rlfn_arch.data.checks import check_dataset_opt, count_pairs, summarize
+from rlfn_arch.utils.checkpoint import CheckpointError, check_finite, safe_load, select_weights, strip_module
 from rlfn_arch.utils.options import OptionError, check_options, check_stage_entries, deep_merge
+
+from basicsr.archs import build_network
 
 
 def stage_options(raw, source):
@@ -113,3 +118,38 @@ def check_datasets(options, world=1, root=None, skip_missing_sample=False):
                 problems += [p for p in [_batch_problem(opt, ds, world)] if p]
     if problems:
         raise OptionError('dataset check failed:\n  ' + '\n  '.join(summarize(problems)))
+
+
+def check_pretrain(stage_list):
+    """Every ``path.pretrain_network_g`` the user set: it exists, loads safely, holds finite weights and
+    fits the stage's network (with its ``param_key_g`` and ``strict_load_g``). Checked before any
+    experiment folder is created or archived."""
+
+    checked = set()
+    for stage, opt in stage_list:
+        p = opt['path']
+        path = p.get('pretrain_network_g')
+        key = (path, p.get('param_key_g', 'params'), p.get('cross_scale_g'),
+               json.dumps(opt['network_g'], sort_keys=True, default=str))
+        if not path or key in checked:
+            continue
+        checked.add(key)
+        where = f'path.pretrain_network_g{f" (stage {stage})" if stage else ""}'
+        try:
+            ckpt = safe_load(path)
+        except CheckpointError as e:
+            raise OptionError(f'{where}: {e}') from e
+        try:
+            sd = strip_module(select_weights(ckpt, path, p.get('param_key_g', 'params'))[0])
+            check_finite(sd, path)
+            net = build_network(copy.deepcopy(opt['network_g']))
+            if p.get('cross_scale_g'):
+                if not isinstance(net, RLFN):
+                    raise OptionError(f'{where}: path.cross_scale_g: network_g type {opt["network_g"].get("type")} '
+                                      'cannot warm-start across scales (RLFN and RFDN can)')
+                cross_scale_state(sd, net, path, p['cross_scale_g'])
+            else:
+                net.load_state_dict(sd, strict=p.get('strict_load_g', True))
+        except (CheckpointError, RuntimeError, TypeError) as e:
+            first = str(e).strip().splitlines()[0]
+            raise OptionError(f'{where}: {path} does not fit network_g {dict(opt["network_g"])}: {first}') from e

@@ -6,12 +6,9 @@ project goes through :func:`safe_load` (``weights_only=True``) and :func:`atomic
 """
 import copy
 import io
-import json
 import os
 
 import torch
-
-from rlfn_arch.utils.options import OptionError
 
 from basicsr.archs import build_network
 
@@ -169,38 +166,3 @@ def atomic_save(obj, path):
     buf = io.BytesIO()
     torch.save(obj, buf)
     atomic_write(path, lambda f: f.write(buf.getbuffer()))
-
-
-def check_pretrain(stage_list):
-    """Every ``path.pretrain_network_g`` the user set: it exists, loads safely, holds finite weights and
-    fits the stage's network (with its ``param_key_g`` and ``strict_load_g``). Checked before any
-    experiment folder is created or archived."""
-
-    checked = set()
-    for stage, opt in stage_list:
-        p = opt['path']
-        path = p.get('pretrain_network_g')
-        key = (path, p.get('param_key_g', 'params'), p.get('cross_scale_g'),
-               json.dumps(opt['network_g'], sort_keys=True, default=str))
-        if not path or key in checked:
-            continue
-        checked.add(key)
-        where = f'path.pretrain_network_g{f" (stage {stage})" if stage else ""}'
-        try:
-            ckpt = safe_load(path)
-        except CheckpointError as e:
-            raise OptionError(f'{where}: {e}') from e
-        try:
-            sd = strip_module(select_weights(ckpt, path, p.get('param_key_g', 'params'))[0])
-            check_finite(sd, path)
-            net = build_network(copy.deepcopy(opt['network_g']))
-            if p.get('cross_scale_g'):
-                if not hasattr(net, 'load_across_scales'):
-                    raise OptionError(f'{where}: path.cross_scale_g: network_g type {opt["network_g"].get("type")} '
-                                      'cannot warm-start across scales (RLFN and RFDN can)')
-                net.load_across_scales(sd, path, p['cross_scale_g'])
-            else:
-                net.load_state_dict(sd, strict=p.get('strict_load_g', True))
-        except (CheckpointError, RuntimeError, TypeError) as e:
-            first = str(e).strip().splitlines()[0]
-            raise OptionError(f'{where}: {path} does not fit network_g {dict(opt["network_g"])}: {first}') from e

@@ -167,5 +167,11 @@ def test_our_finalized_options_match_basicsr_parse_options(tmp_path, monkeypatch
             # basicsr keeps these relative to the working directory; we resolve them against the project
             # root (documented), after the same ~ expansion
             assert mine == os.path.normpath(os.path.join(root, value)), key
+        elif key == 'model_type' and value == 'SRModel':
+            # SRModel runs as WarmStartModel, its subclass with safe loading (safetensors, [0, 255] files);
+            # an SRModel training file keeps SRModel's fp32 NCHW training
+            assert mine == 'WarmStartModel', key
+            if is_train:
+                assert ours['train.precision'] == 'fp32' and ours['train.channels_last'] is False
         else:
             assert mine == value, key

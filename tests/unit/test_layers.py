@@ -1,7 +1,7 @@
 """The package's floors, read from its source: library below, entry points on top, no import upward, no
 circle. Floors (an import may go to its own floor or lower):
 
-    0  utils, basicsr_seam (the one module that reaches into basicsr's internals)
+    0  utils, compat (import-time shims), basicsr_seam (the one module that reaches into basicsr's internals)
     1  archs, losses, data
     2  models, deploy, integrations (and rlfn_arch.fast, the documented name of deploy.fast)
     3  training, and the package root (which imports the floors below to register BasicSR classes)
@@ -16,8 +16,8 @@ import os
 from helpers import REPO
 
 PKG = os.path.join(REPO, 'rlfn_arch')
-ENTRY = {'train', 'test', 'prepare', 'infer', 'export', 'quantize', 'convert', 'benchmark', 'compare', 'cli'}
-FLOOR = {'utils': 0, 'basicsr_seam': 0, 'archs': 1, 'losses': 1, 'data': 1, 'models': 2, 'deploy': 2,
+ENTRY = {'train', 'test', 'prepare', 'infer', 'export', 'quantize', 'convert', 'benchmark', 'compare', 'zoo', 'cli'}
+FLOOR = {'utils': 0, 'compat': 0, 'basicsr_seam': 0, 'archs': 1, 'losses': 1, 'data': 1, 'models': 2, 'deploy': 2,
          'integrations': 2, 'fast': 2, 'training': 3, '': 3}
 
 
@@ -112,9 +112,28 @@ def test_the_checker_catches_an_upward_import(tmp_path):
 SEAM = 'rlfn_arch.basicsr_seam'
 
 
+def _private_basicsr_calls(tree, basicsr_names):
+    """Calls of a basicsr base class's private method (``self._x()`` / ``super()._x()`` in a class that subclasses
+    a basicsr class, ``_x`` not defined by the module itself)."""
+    own = {n.name for n in ast.walk(tree) if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))}
+    found = []
+    for cls in (n for n in ast.walk(tree) if isinstance(n, ast.ClassDef)):
+        if not any(isinstance(b, ast.Name) and b.id in basicsr_names for b in cls.bases):
+            continue
+        for node in ast.walk(cls):
+            if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute):
+                attr, owner = node.func.attr, node.func.value
+                is_self = isinstance(owner, ast.Name) and owner.id == 'self'
+                is_super = isinstance(owner, ast.Call) and isinstance(owner.func, ast.Name) and owner.func.id == 'super'
+                if (is_self or is_super) and attr.startswith('_') and not attr.startswith('__') and \
+                        (is_super or attr not in own):
+                    found.append(f'{cls.name} calls the basicsr private method {attr}')
+    return found
+
+
 def seam_problems(module, source):
-    """What ``source`` does that only the seam may do: import a private basicsr name, assign or setattr an
-    attribute of a basicsr module, or use the seam's ``swapped``."""
+    """What ``source`` does that only the seam may do: import a private basicsr name, call a private method of a
+    basicsr base class, assign or setattr an attribute of a basicsr module, or use the seam's ``swapped``."""
     problems, basicsr_names = [], set()
     tree = ast.parse(source)
     for node in ast.walk(tree):
@@ -139,6 +158,7 @@ def seam_problems(module, source):
             first = node.args[0] if node.args else None
             if node.func.id == 'swapped' or (isinstance(first, ast.Name) and first.id in basicsr_names):
                 problems.append(f'{module}: {node.func.id}() on a basicsr module')
+    problems += [f'{module}: {p}' for p in _private_basicsr_calls(tree, basicsr_names)]
     return problems
 
 
@@ -154,5 +174,10 @@ def test_the_seam_rule_catches_a_swap_and_a_private_import():
     bad = ('import basicsr.train as bt\nfrom basicsr.utils.logger import _private\nbt.build_model = None\n'
            'from basicsr.utils import lmdb_util\nsetattr(lmdb_util, "tqdm", None)\n')
     found = seam_problems('rlfn_arch.data.bad', bad)
+    private = ('from basicsr.models.sr_model import SRModel\nclass M(SRModel):\n    def load(self):\n'
+               '        self._print_different_keys_loading(1, 2)\n        super()._log_validation_metric_values(1)\n'
+               '        self._mine()\n    def _mine(self):\n        pass\n')
+    assert [p.split('method ')[1] for p in seam_problems('rlfn_arch.models.bad', private)] == [
+        '_print_different_keys_loading', '_log_validation_metric_values']
     assert len(found) == 3 and any('_private' in f for f in found) and any('bt.build_model' in f for f in found)
     assert any('setattr' in f for f in found)

@@ -30,7 +30,7 @@ _LOGGER = {'print_freq', 'save_checkpoint_freq', 'use_tb_logger', 'wandb'}
 _WANDB = {'project', 'resume_id'}
 _DIST = {'backend', 'port', 'init_method', 'timeout'}
 _METRIC_COMMON = {'type', 'better'}
-# What a stage may override (issue: total_iter, optim_g, scheduler, losses, gt_size, batch size)
+# What a stage may override (total_iter, optim_g, scheduler, losses, gt_size, batch size, ...)
 _STAGE = {'name', 'train', 'datasets', 'val', 'logger', 'path'}
 _STRING_KEYS = {'name', 'type', 'model_type', 'dataroot_gt', 'dataroot_lq', 'meta_info_file', 'filename_tmpl',
                 'suffix', 'pretrain_network_g', 'param_key_g', 'resume_state', 'root', 'project', 'resume_id',

@@ -141,11 +141,11 @@ def test_official_x4_file_warm_starts_x3():
     """The official RLFN-S x4 file as released ([0, 255]): the body folded and loaded bit for bit."""
     path = shared_path('weights', 'rlfn_s_x4.pth')
     from rlfn_arch.archs.rlfn_weights import convert
-    folded, _ = convert(path)
+    folded, _, factor = convert(path)
+    assert factor == 255
     torch.manual_seed(0)
     net = RLFN(upscale=3, feature_channels=48, mid_channels=48)
-    notes = net.load_across_scales(safe_load(path), path)
-    sd = net.state_dict()
+    sd, notes = cross_scale_state(safe_load(path), net, path)
     assert all(torch.equal(sd[k], v) for k, v in _body(folded).items())
     assert 'resampled from x4 to x3' in notes[0]
     w, _ = resample_head(folded['upsampler.0.weight'], folded['upsampler.0.bias'], 4, 3)

@@ -1,4 +1,4 @@
-"""RFDN and the steps between RFDN and RLFN (issue: "Why three convs?"): the official RFDN file converts and
+"""RFDN and the steps between RFDN and RLFN: the official RFDN file converts and
 matches the official code's output, every step round-trips (build, save, detect, load strictly, same
 outputs) and exports to ONNX, the RLFN side of every switch is RLFN exactly, and RFDN trains, resumes and
 exports from an option file like RLFN."""

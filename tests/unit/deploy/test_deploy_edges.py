@@ -1,4 +1,4 @@
-"""Never lose a user's data, round two (inference, export, int8), and ``precision: auto`` never picking an
+"""Inference, export and int8 edges, and ``precision: auto`` never picking an
 emulated bf16 path; through ``main(argv)`` in this process."""
 import os
 

@@ -1,4 +1,4 @@
-"""Never lose a user's data, round two (dataset preparation and checks), through ``main(argv)``."""
+"""Dataset preparation refuses its own input and existing files, through ``main(argv)``."""
 import os
 
 import cv2

@@ -1,4 +1,4 @@
-"""Never lose a user's data, round two (training): each test builds the case that lost files or crashed
+"""Training runs never lose a user's data: each test builds the case that lost files or crashed
 before, runs ``python -m rlfn_arch.train`` / ``prepare`` in this process, and checks the exit code, the
 one-line message and that every file the run did not create is byte for byte as it was."""
 import json
@@ -21,7 +21,7 @@ def _mark_running(exp, stage):
     (exp / 'stages.json').write_text(json.dumps(rec))
 
 
-# ---------------------------------------------------------------------------- 1. prepare sample --output
+# ---------------------------------------------------------------------------- prepare sample --output
 def _fake_content(out_dir, workers):
     """The sample builder's content step, made tiny (the folder handling around it is what is tested)."""
     for split in ('train', 'val'):
@@ -64,7 +64,7 @@ def test_prepare_sample_never_deletes_a_folder_it_did_not_make(tmp_path, monkeyp
     assert (mine / 'added_later.txt').read_text() == 'user file' and (mine / 'notes.txt').read_text() == 'keep me'
 
 
-# ------------------------------------------------------------------ 2. --auto_resume without a training state
+# ------------------------------------------------------------------ --auto_resume without a training state
 def test_auto_resume_archives_an_unfinished_stage_without_state_instead_of_deleting_it(tmp_path, capsys):
     yml, exp = tiny_options(tmp_path, stage_iters=(2, 2, 1), save_freq=100)  # no training state is ever saved
     assert train_main('-opt', yml) == 0
@@ -80,7 +80,7 @@ def test_auto_resume_archives_an_unfinished_stage_without_state_instead_of_delet
     assert _records(exp)['stages']['s2']['status'] == 'done'
 
 
-# ------------------------------------------------------------------ 3. an experiment folder linked outside
+# ------------------------------------------------------------------ an experiment folder linked outside
 def test_an_experiment_folder_linked_outside_the_experiments_root_is_refused(tmp_path, capsys):
     yml, exp = tiny_options(tmp_path, stage_iters=(1, 1, 1))
     outside = tmp_path / 'outside'
@@ -103,7 +103,7 @@ def test_an_experiment_folder_linked_outside_the_experiments_root_is_refused(tmp
     assert 'must be real folders' in capsys.readouterr().err
 
 
-# -------------------------------------------------------------------------------------- 5. names
+# -------------------------------------------------------------------------------------- names
 @pytest.mark.parametrize('bad', ['"x\\n"', '"x "', '"a\\tb"', '"x\\r"'])
 def test_names_with_control_characters_or_trailing_whitespace_are_refused(tmp_path, capsys, bad):
     yml, _ = tiny_options(tmp_path, stage_iters=(1, 1, 1))
@@ -112,7 +112,7 @@ def test_names_with_control_characters_or_trailing_whitespace_are_refused(tmp_pa
     assert not (tmp_path / 'experiments').exists()
 
 
-# --------------------------------------------------------------------------------- 6. option files
+# --------------------------------------------------------------------------------- option files
 def test_a_fifo_option_file_is_refused_without_hanging(tmp_path, capsys):
     fifo = tmp_path / 'opt.yml'
     os.mkfifo(fifo)
@@ -134,7 +134,7 @@ def test_a_non_utf8_option_file_is_a_one_line_error(tmp_path, capsys, data):
     assert str(bad) in err and 'UTF-8' in err and 'Traceback' not in err and len(err.strip().splitlines()) == 1
 
 
-# ------------------------------------------------------------------------------------ 7. stages.json
+# ------------------------------------------------------------------------------------ stages.json
 @pytest.mark.parametrize('content', ['', '{"stages": ', '[1, 2]'])
 def test_a_corrupt_stages_json_is_named_and_left_alone(tmp_path, capsys, content):
     yml, exp = tiny_options(tmp_path, stage_iters=(1, 1, 1))
@@ -148,7 +148,7 @@ def test_a_corrupt_stages_json_is_named_and_left_alone(tmp_path, capsys, content
     assert snapshot(exp) == before
 
 
-# ------------------------------------------------------------------------------ 8. network_g changed
+# ------------------------------------------------------------------------------ network_g changed
 def test_resuming_after_network_g_changed_names_the_tensor_and_the_option(tmp_path, capsys):
     yml, exp = tiny_options(tmp_path, stage_iters=(1, 1, 4), save_freq=2)
     assert train_main('-opt', yml) == 0
@@ -162,7 +162,7 @@ def test_resuming_after_network_g_changed_names_the_tensor_and_the_option(tmp_pa
     assert snapshot(exp) == before
 
 
-# ------------------------------------------------------------------------- 9. stage names like files
+# ------------------------------------------------------------------------- stage names like files
 @pytest.mark.parametrize('name', ['stages.json', 'net_g_final.pth', 'net_g_final.safetensors'])
 def test_a_stage_named_like_a_file_the_runner_writes_is_refused_up_front(tmp_path, capsys, name):
     yml, _ = tiny_options(tmp_path, stage_iters=(1, 1, 1))
@@ -172,7 +172,7 @@ def test_a_stage_named_like_a_file_the_runner_writes_is_refused_up_front(tmp_pat
     assert not (tmp_path / 'experiments').exists()
 
 
-# ------------------------------------------------------------------- 10. pre-flight before archiving
+# ------------------------------------------------------------------- pre-flight before archiving
 def test_a_batch_larger_than_the_dataset_is_refused_before_the_old_run_is_archived(tmp_path, capsys):
     yml, exp = tiny_options(tmp_path, stage_iters=(1, 1, 1))
     exp.mkdir(parents=True)
@@ -193,7 +193,7 @@ def test_dry_run_prints_the_plans_and_writes_nothing(tmp_path, capsys):
     assert snapshot(tmp_path) == before
 
 
-# ------------------------------------------------------------------------ 15. leftovers and file modes
+# ------------------------------------------------------------------------ leftovers and file modes
 def test_resume_removes_a_stale_final_temporary_and_checkpoints_respect_the_umask(tmp_path, capsys):
     yml, exp = tiny_options(tmp_path, stage_iters=(1, 1, 1))
     old = os.umask(0o022)

@@ -17,7 +17,6 @@ from rlfn_arch.deploy.fast import optimize_for_inference
 from rlfn_arch.deploy.onnx import OnnxRLFN
 from rlfn_arch.deploy.source import add_model_args, open_model
 from rlfn_arch.utils.fs import atomic_write, check_output
-from rlfn_arch.utils.precision import PRECISIONS
 from rlfn_arch.utils.report import format_table
 
 
@@ -30,14 +29,11 @@ def print_table(rows):
 
 def main(argv=None):
     p = argparse.ArgumentParser(prog='python -m rlfn_arch.benchmark', description=__doc__.split('\n\n')[0])
-    add_model_args(p, preset=True, device=False, precision=None)
+    add_model_args(p, preset=True)  # with --device and --precision (auto)
     p.add_argument('--size', type=int, nargs=2, default=[256, 256], metavar=('H', 'W'), help='LR input (256 256)')
     p.add_argument('--runs', type=int, default=10)
     p.add_argument('--warmup', type=int, default=3)
     p.add_argument('--threads', type=int, default=None, help='CPU threads (default: torch default)')
-    p.add_argument('--device', default=None)
-    p.add_argument('--precision', default='auto', choices=PRECISIONS,
-                   help='auto (default): bf16 where the device runs it natively, else fp32; fp16 on CUDA only')
     p.add_argument('--fast', action='store_true', help='time the fastest path for that precision as well '
                    '(channels_last + torch.compile at this one input shape)')
     p.add_argument('--onnx', nargs='+', default=[], help='also time these ONNX models (fp32 or int8) with ONNX Runtime')

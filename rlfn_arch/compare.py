@@ -68,7 +68,7 @@ def main(argv=None):
     p = argparse.ArgumentParser(prog='python -m rlfn_arch.compare', description=__doc__.split('\n\n')[0])
     p.add_argument('--hr', required=True)
     p.add_argument('--lr', required=True)
-    add_model_args(p, opt=False, precision='fp32')
+    add_model_args(p, precision='fp32')
     p.add_argument('--name', default='RLFN')
     p.add_argument('--model_path2', default=None, help='an optional second model')
     p.add_argument('--name2', default='model 2')

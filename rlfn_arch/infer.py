@@ -23,7 +23,7 @@ from rlfn_arch.deploy.fast import optimize_for_inference
 from rlfn_arch.deploy.source import add_model_args, open_model
 from rlfn_arch.deploy.upscaler import DEFAULT_TILE, DEFAULT_TILE_PAD, Upscaler
 from rlfn_arch.utils.fs import same_file
-from rlfn_arch.utils.precision import PRECISIONS, describe, resolve_channels_last
+from rlfn_arch.utils.precision import describe, resolve_channels_last
 
 
 def _inputs(path, output=None):
@@ -121,16 +121,12 @@ def build_parser():
     p.add_argument('-i', '--input', required=True, help='image file or folder')
     p.add_argument('-o', '--output', required=True, help='output folder (or file, for one input image)')
     p.add_argument('--overwrite', action='store_true', help='replace output files that exist (never an input)')
-    add_model_args(p, onnx=True, input_range=True, device=False, precision=None)
+    add_model_args(p, onnx=True, input_range=True)  # with --device and --precision (auto)
     p.add_argument('--tile', type=int, default=DEFAULT_TILE,
                    help=f'LR tile size, 0 = whole image (default {DEFAULT_TILE})')
     p.add_argument('--tile_pad', type=int, default=DEFAULT_TILE_PAD,
                    help=f'overlap per tile side (default {DEFAULT_TILE_PAD})')
-    p.add_argument('--device', default=None, help='cpu, cuda, cuda:1 (default: cuda if available)')
-    p.add_argument('--precision', default='auto', choices=PRECISIONS,
-                   help='auto (default): bf16 where the device runs it natively (AVX512_BF16/AMX CPU, bf16 GPU), '
-                   'else fp32; fp16 on CUDA only')
-    p.add_argument('--half', action='store_true', help='same as --precision fp16 (CUDA only)')
+    p.add_argument('--half', action='store_true', help='same as --precision fp16 (native on CUDA)')
     p.add_argument('--channels_last', default='auto', choices=['auto', 'true', 'false'],
                    help='NHWC layout inside the network: auto (default) = on, as in training (1.5x end to end on '
                    'Set14 with an AVX2 CPU: benchmarks/infer_folder.py); false = plain NCHW')

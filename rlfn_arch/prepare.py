@@ -13,7 +13,6 @@
 Every command uses all CPU cores by default (``--workers``), shows a progress bar and prints a summary.
 """
 import argparse
-import os
 import sys
 
 import rlfn_arch  # noqa: F401  compatibility shim before basicsr
@@ -27,6 +26,7 @@ from rlfn_arch.data.builders import (
     make_bicubic_lr,
     make_subimages,
 )
+from rlfn_arch.data.builders.sample import sample_folder
 from rlfn_arch.utils.fs import WriteError
 from rlfn_arch.utils.runtime import project_root
 
@@ -108,7 +108,7 @@ def main(argv=None):
             summaries = build_df2k(args.div2k, args.flickr2k, args.output, args.scales, workers=args.workers,
                                  overwrite=args.overwrite)
         elif args.cmd == 'sample':
-            summaries = build_sample_dataset(args.output or os.path.join(project_root(), 'datasets', 'sample'),
+            summaries = build_sample_dataset(args.output or sample_folder(project_root()),
                                              args.workers, args.overwrite)
         elif args.cmd == 'check':
             count, report = check_pair(args.hr, args.lr, args.scale, args.filename_tmpl, args.deep, args.workers)

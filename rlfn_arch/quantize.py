@@ -20,7 +20,7 @@ def main(argv=None):
     """Exit codes: 0 written; 2 unusable weights or calibration images (nothing written); 4 the output
     could not be written (nothing partial left)."""
     p = argparse.ArgumentParser(prog='python -m rlfn_arch.quantize', description=__doc__.split('\n\n')[0])
-    add_model_args(p, opt=False, device=False, precision=None)
+    add_model_args(p, device=False, precision=None)
     p.add_argument('--output', required=True, help='int8 .onnx to write')
     p.add_argument('--calib', default=None, help='folder of LR images (default: the sample dataset, x4)')
     p.add_argument('--num_patches', type=int, default=32)

@@ -1,5 +1,4 @@
 """Check paired datasets before training starts: every mismatch listed, not a crash hours in."""
-import multiprocessing
 import os
 import sys
 import tempfile
@@ -10,6 +9,7 @@ import numpy as np
 from tqdm import tqdm
 
 from rlfn_arch.data.image_io import ImageReadError, decode_unchanged, header_size
+from rlfn_arch.utils.runtime import worker_pool
 
 from .image_io import list_images
 
@@ -213,11 +213,8 @@ def deep_check(items, workers=None, desc='decoding'):
     jobs = [(d, keys[j:j + 256]) for d, keys in (i for i in items if not isinstance(i, str))
             for j in range(0, len(keys), 256)]
     total = len(files) + sum(len(k) for _, k in jobs)
-    if not workers:
-        workers = len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity') else (os.cpu_count() or 1)
     problems = []
-    with tqdm(total=total, desc=desc, unit='img', disable=not sys.stderr.isatty()) as bar, \
-            multiprocessing.get_context('fork' if os.name == 'posix' else 'spawn').Pool(max(1, workers)) as pool:
+    with tqdm(total=total, desc=desc, unit='img', disable=not sys.stderr.isatty()) as bar, worker_pool(workers) as pool:
         for res in pool.imap(_decode_file, files, chunksize=16):
             bar.update(1)
             if res:

@@ -19,6 +19,7 @@ import cv2
 import numpy as np
 
 from rlfn_arch.data.builders import build_sample_dataset, sample_ready
+from rlfn_arch.data.builders.sample import sample_folder
 from rlfn_arch.data.image_io import list_images, read_image
 from rlfn_arch.utils.fs import atomic_write
 from rlfn_arch.utils.runtime import project_root
@@ -45,7 +46,7 @@ def calibration_patches(folder=None, n=32, size=96, seed=0):
     """LR patches from ``folder`` (default: the sample dataset's x4 LR training images)."""
 
     if folder is None:
-        sample = os.path.join(project_root(), 'datasets', 'sample')
+        sample = sample_folder(project_root())
         if not sample_ready(sample):
             build_sample_dataset(sample)
         folder = os.path.join(sample, 'train', 'LR_bicubic', 'X4')

@@ -3,7 +3,7 @@
 :func:`add_model_args` adds the model arguments (a checkpoint, a preset, an ONNX file; ``--opt``,
 ``--input_range``, ``--device``, ``--precision``) and :func:`open_model` turns them into an
 :class:`OpenModel`: the network in eval mode on its device, its settings, and the precision that runs there
-(the ``auto`` rule and the fp16-needs-CUDA rule applied here, nowhere else). Every problem is a
+(:func:`rlfn_arch.utils.precision.resolve_precision`, the one rule training uses too). Every problem is a
 ``ValueError`` or ``OSError`` naming the file or the value; the entry points map both to exit code 2. So
 each CLI reads as: parse, open, run, exit code.
 """
@@ -68,7 +68,8 @@ def add_model_args(parser, preset=False, onnx=False, opt=True, input_range=False
     if precision:
         parser.add_argument('--precision', default=precision, choices=PRECISIONS,
                             help=f'{precision} (default); auto = bf16 where the device runs it natively (AVX512_BF16 '
-                            'or AMX CPU, bf16 GPU), else fp32; fp16 on CUDA only')
+                            'or AMX CPU, bf16 GPU), else fp32; bf16/fp16 where they are not native run emulated, '
+                            'with a warning')
     return parser
 
 
@@ -76,8 +77,8 @@ def open_model(args, model_path=None):
     """Open the model ``args`` name (or ``model_path`` instead of ``args.model_path``).
 
     Raises:
-        ValueError: unusable weights (missing, unsafe, non-finite, not an RLFN layout), an unknown preset,
-            fp16 without CUDA; the message names the file or the value.
+        ValueError: unusable weights (missing, unsafe, non-finite, not an RLFN layout), an unknown preset;
+            the message names the file or the value.
         OSError: a file that cannot be read.
     """
     path = model_path or getattr(args, 'model_path', None)
@@ -92,9 +93,7 @@ def open_model(args, model_path=None):
     preset = None if path else getattr(args, 'preset', None)
     net, cfg = load_model(path, getattr(args, 'opt', None), preset=preset, scale=getattr(args, 'scale', 4),
                           input_range=getattr(args, 'input_range', None), device=device)
-    precision = resolve_precision(getattr(args, 'precision', 'fp32'), device)
-    if precision == 'fp16' and device.type != 'cuda':
-        raise ValueError('--precision fp16 (--half) needs a CUDA device: fp16 convolutions are emulated on CPU')
+    precision = resolve_precision(getattr(args, 'precision', 'fp32'), device)  # the one policy (utils.precision)
     kind = 'preset' if preset else 'checkpoint'
     shipped = getattr(args, 'model', None) if not model_path else None
     name = preset or shipped or os.path.basename(path)

@@ -21,13 +21,13 @@ import torch
 from rlfn_arch.utils.checkpoint import CheckpointError, network_fit_problem, safe_load, select_weights
 from rlfn_arch.utils.fs import require_real_folder_inside
 from rlfn_arch.utils.options import OptionError, freeze, load_options, thaw
+from rlfn_arch.utils.options.schema import LOSS_KEYS
 from rlfn_arch.utils.precision import resolve_precision
 from rlfn_arch.utils.runtime import finalize
 
 from .records import STAGES_JSON, StageRecords, find_resume_state
 
 #: Files the runner writes into the experiment folder: a stage may not be named like one of them.
-LOSS_KEYS = ('pixel_opt', 'perceptual_opt', 'contrastive_opt')
 RESERVED_NAMES = (STAGES_JSON, 'net_g_final.pth', 'net_g_final.safetensors')
 
 
@@ -171,10 +171,11 @@ def _stage_plan(k, stage, opt, ctx, prev):
     # an unfinished stage with nothing to resume from starts over; what its folder holds is archived
     archive = (not skip and resume_path is None and ctx['auto_resume'] and osp.isdir(folder)
                and any(e != STAGES_JSON for e in os.listdir(folder)))
-    device = 'cuda' if opt['num_gpu'] else 'cpu'
+    # decided once, here: the model trains in the plan's precision (written into its options)
+    precision = opt['train']['precision'] = resolve_precision(opt['train'].get('precision'),
+                                                               'cuda' if opt['num_gpu'] else 'cpu')
     return StagePlan(index=k, label=label, folder=folder, options=freeze(opt), init_from=init_from,
-                     init_key=init_key, init_kind=kind, resume_state=resume_path,
-                     precision=resolve_precision(opt['train'].get('precision'), device), skip=skip,
+                     init_key=init_key, init_kind=kind, resume_state=resume_path, precision=precision, skip=skip,
                      archive_first=archive)
 
 

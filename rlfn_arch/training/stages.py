@@ -10,6 +10,7 @@ from os import path as osp
 from rlfn_arch.archs.rlfn_arch import RLFN
 from rlfn_arch.archs.rlfn_weights import cross_scale_state
 from rlfn_arch.data.builders import build_sample_dataset, sample_ready
+from rlfn_arch.data.builders.sample import sample_folder
 from rlfn_arch.data.checks import check_dataset_opt, count_pairs, summarize
 from rlfn_arch.utils.checkpoint import CheckpointError, check_finite, safe_load, select_weights, strip_module
 from rlfn_arch.utils.options import OptionError, check_options, check_stage_entries, deep_merge
@@ -35,10 +36,6 @@ def stage_options(raw, source):
     return out
 
 
-def _sample_folder(root):
-    return osp.join(root, 'datasets', 'sample')
-
-
 def _reads_sample(ds, sample):
     return any(str(ds.get(k, '')).startswith(sample + os.sep) for k in ('dataroot_gt', 'dataroot_lq'))
 
@@ -46,7 +43,7 @@ def _reads_sample(ds, sample):
 def sample_dataset_problem(options, root):
     """Why the embedded default dataset an option file reads cannot be built where it must go (a non-empty
     folder of the user's is there), or None. The dry run and the run ask the same question."""
-    sample = _sample_folder(root)
+    sample = sample_folder(root)
     uses = any(_reads_sample(ds, sample) for o in options for ds in o['datasets'].values())
     if uses and not sample_ready(sample) and osp.lexists(sample) and (not osp.isdir(sample) or os.listdir(sample)):
         return (f'{sample} holds files that are not the embedded default dataset (no sample.json of ours), so it '
@@ -61,7 +58,7 @@ def ensure_sample_dataset(options, root):
     Raises:
         OptionError: :func:`sample_dataset_problem`.
     """
-    sample = _sample_folder(root)
+    sample = sample_folder(root)
     problem = sample_dataset_problem(options, root)
     if problem:
         raise OptionError(problem)
@@ -98,7 +95,7 @@ def check_datasets(options, world=1, root=None, skip_missing_sample=False):
     set fills a batch per process. ``skip_missing_sample`` (dry runs): datasets in a sample folder that is
     not built yet are not checked."""
     problems, seen = [], set()
-    sample = _sample_folder(root) if root else None
+    sample = sample_folder(root) if root else None
     problem = sample_dataset_problem(options, root) if root else None
     if problem:
         raise OptionError(problem)

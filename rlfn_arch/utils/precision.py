@@ -5,7 +5,9 @@ AVX512_BF16 or AMX-BF16 (and whose oneDNN does not say no; on a CPU without them
 slower than fp32, also on AVX-512 CPUs for which oneDNN reports bf16 support), or a CUDA GPU with bf16
 support. Everywhere else ``auto`` is fp32. An explicit ``bf16`` on a CPU without native
 support still runs, with one warning that names the reason. ``fp16`` runs on CUDA (with dynamic loss
-scaling in training); on a CPU it is emulated, runs, and warns likewise.
+scaling in training); on a CPU it is emulated, runs, and warns likewise. This is the one policy: training
+(the stage plan resolves it once; the model reads the plan's value) and every inference tool resolve through
+:func:`resolve_precision`.
 
 Autocast keeps the weights fp32: convolutions run in the low precision, reductions such as the L1 loss
 run in fp32 (PyTorch's autocast lists), so master weights, optimizer state, EMA and checkpoints stay

@@ -114,3 +114,16 @@ def pick_device(name=None):
     if name:
         return torch.device(name)
     return torch.device('cuda' if torch.cuda.is_available() else 'cpu')
+
+
+def default_workers():
+    """The CPUs this process may use (its affinity mask where the OS has one)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity') else (os.cpu_count() or 1)
+
+
+def worker_pool(workers=None):
+    """The process pool of every builder and check: ``workers`` processes (default :func:`default_workers`),
+    forked on POSIX."""
+    import multiprocessing
+    context = multiprocessing.get_context('fork' if os.name == 'posix' else 'spawn')
+    return context.Pool(max(1, workers or default_workers()))

@@ -13,7 +13,10 @@ import sys
 
 from helpers import REPO
 
-TOOLS = ['train', 'test', 'prepare', 'infer', 'export', 'quantize', 'convert', 'benchmark', 'compare']
+from rlfn_arch.cli import MODULES
+from rlfn_arch.cli import TOOLS as NAMES
+
+TOOLS = [MODULES.get(t, t) for t in NAMES]  # the module behind each tool of the rlfn command
 
 
 def test_every_entry_point_and_the_rlfn_command_start_in_a_fresh_interpreter():
@@ -25,7 +28,7 @@ def test_every_entry_point_and_the_rlfn_command_start_in_a_fresh_interpreter():
     console = subprocess.run([exe, 'train', '--help'], cwd=REPO, env=env, capture_output=True, text=True)
     assert console.returncode == 0 and '--dry_run' in console.stdout, console.stderr  # dispatched to train
     listing = subprocess.run([exe], capture_output=True, text=True, cwd=REPO, env=env)
-    assert listing.returncode == 2 and all(t in listing.stdout for t in TOOLS)
+    assert listing.returncode == 2 and all(t in listing.stdout for t in NAMES)
     out, err = forked.communicate(timeout=300)
     assert forked.returncode == 0, err
     results = json.loads(out)

@@ -15,8 +15,10 @@ import os
 
 from helpers import REPO
 
+from rlfn_arch.cli import MODULES, TOOLS
+
 PKG = os.path.join(REPO, 'rlfn_arch')
-ENTRY = {'train', 'test', 'prepare', 'infer', 'export', 'quantize', 'convert', 'benchmark', 'compare', 'zoo', 'cli'}
+ENTRY = {MODULES.get(t, t) for t in TOOLS} | {'cli'}
 FLOOR = {'utils': 0, 'compat': 0, 'basicsr_seam': 0, 'archs': 1, 'losses': 1, 'data': 1, 'models': 2, 'deploy': 2,
          'integrations': 2, 'fast': 2, 'training': 3, '': 3}
 

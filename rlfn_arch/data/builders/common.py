@@ -1,5 +1,4 @@
 """What the builders share: the error type, the process pool and the summary it fills."""
-import multiprocessing
 import os
 import sys
 import time
@@ -7,6 +6,7 @@ import time
 from tqdm import tqdm
 
 from rlfn_arch.data.image_io import list_images
+from rlfn_arch.utils.runtime import default_workers, worker_pool  # noqa: F401  (re-exported)
 
 from basicsr.utils import sizeof_fmt
 
@@ -47,12 +47,8 @@ def pool_map(fn, items, workers, desc):
     if workers <= 1 or len(items) <= 1:
         yield from tqdm(map(fn, items), **bar)
         return
-    with multiprocessing.get_context('fork' if os.name == 'posix' else 'spawn').Pool(workers) as pool:
+    with worker_pool(workers) as pool:
         yield from tqdm(pool.imap(fn, items), **bar)
-
-
-def default_workers():
-    return len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity') else (os.cpu_count() or 1)
 
 
 def map_folder(what, in_dir, out_dir, fn, workers):

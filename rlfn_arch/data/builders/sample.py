@@ -32,6 +32,12 @@ def _skimage_images(name):
     return {name: img}
 
 
+def sample_folder(root):
+    """Where the embedded default dataset lives in a project: ``<root>/datasets/sample`` (the option files read
+    it there; ``prepare sample`` builds it there by default)."""
+    return os.path.join(root, 'datasets', 'sample')
+
+
 def sample_ready(out_dir):
     """True when ``prepare sample`` completed in ``out_dir`` (it writes sample.json last)."""
     return _sample_info(out_dir).get('version') == SAMPLE_VERSION

@@ -26,6 +26,7 @@ from .schema import (
     _VAL,
     _WANDB,
     CROSS_SCALE_MODES,
+    LOSS_KEYS,
     name_problem,
 )
 
@@ -292,7 +293,7 @@ def _check_train(opt, ck):
     _check_optim(train.get('optim_g'), ck, 'train.optim_g')
     _check_scheduler(train.get('scheduler'), ck, 'train.scheduler')
     _positive_int(train.get('total_iter'), ck, 'train.total_iter')
-    for loss_key in ('pixel_opt', 'perceptual_opt', 'contrastive_opt'):
+    for loss_key in LOSS_KEYS:
         _check_typed(train.get(loss_key), LOSS_REGISTRY, 'loss', ck, f'train.{loss_key}')
     if train.get('contrastive_opt') and opt.get('model_type') != 'WarmStartModel':
         ck.err('train.contrastive_opt', f'needs model_type: WarmStartModel (model_type is '

@@ -20,6 +20,8 @@ _DATASET_COMMON = {
 _PAIRED = {'dataroot_gt', 'dataroot_lq', 'meta_info_file', 'filename_tmpl', 'gt_size', 'use_hflip', 'use_rot',
            'use_flip', 'color', 'mean', 'std', 'deep_check'}
 _IO_BACKEND = {'type', 'db_paths', 'client_keys'}
+#: The loss sections of ``train`` (BasicSR's two and the contrastive loss), in logging order.
+LOSS_KEYS = ('pixel_opt', 'perceptual_opt', 'contrastive_opt')
 _TRAIN_BASE = {'ema_decay', 'optim_g', 'scheduler', 'total_iter', 'warmup_iter', 'pixel_opt', 'perceptual_opt',
                'contrastive_opt', 'max_nonfinite', 'precision', 'channels_last'}
 _VAL = {'val_freq', 'save_img', 'suffix', 'pbar', 'metrics', 'bicubic_baseline', 'precision'}

@@ -21,6 +21,7 @@ import yaml
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(REPO, 'tests'))
+sys.path.insert(0, os.path.join(REPO, 'tests', 'system'))
 
 
 def sh(cmd, log, timeout=900, check=True, env=None):
@@ -49,8 +50,8 @@ def main():
     print(res, flush=True)
     import pathlib
 
+    from helpers import tiny_options
     from test_ddp import kill_tree  # the same tiny recipe and kill as the CPU tests
-    from test_train import tiny_options
     tmp = pathlib.Path(tempfile.mkdtemp(prefix='rlfn_gpu_'))
     yml, exp = tiny_options(tmp, stage_iters=(20, args.s2_iters, 1), save_freq=5)
     opt = yaml.safe_load(yml.read_text())

@@ -129,11 +129,17 @@ def value_range(net):
     the network, fed 255x a smooth test image, returns 255x an upscaled copy of it and the [0, 1] reading
     does not; everything else is read as [0, 1] (BasicSR's range).
     """
-    x = _smooth_image(net.conv_1.in_channels)
+    weight = net.conv_1.weight
+    x = _smooth_image(net.conv_1.in_channels).to(weight.device, weight.dtype)  # on the network's device
     ref = F.interpolate(x, scale_factor=net.upscale, mode='bicubic', align_corners=False)
-    with torch.inference_mode():
-        err01 = (net(x) - ref).abs().mean().item()
-        err255 = (net(x * 255) / 255 - ref).abs().mean().item()
+    training = net.training
+    net.eval()
+    try:
+        with torch.inference_mode():
+            err01 = (net(x) - ref).abs().mean().item()
+            err255 = (net(x * 255) / 255 - ref).abs().mean().item()
+    finally:
+        net.train(training)  # the caller's mode (a network being set up for training stays in training mode)
     return 255 if err255 < 0.05 and err255 < 0.5 * err01 else 1
 
 
@@ -208,7 +214,7 @@ def cross_scale_state(state_dict, net, path='<state dict>', mode='resample'):
         raise ValueError(f'cross_scale_g: {mode!r}; expected one of {", ".join(CROSS_SCALE_MODES)}')
     sd = normalize_keys(state_dict, path)
     src_cfg = detect_config(sd, path)
-    sd, factor = adopt_weights(sd, RLFN(**src_cfg), path)
+    sd, factor = adopt_weights(sd, RLFN(**src_cfg).eval(), path)
     own, out, notes = net.state_dict(), OrderedDict(), []
     head = {}
     if sd[HEAD_PREFIX + 'weight'].shape != own[HEAD_PREFIX + 'weight'].shape and mode == 'resample':
@@ -268,7 +274,7 @@ def adopt_weights(state_dict, net, path='<state dict>', input_range=None):
         first = str(e).strip().splitlines()
         raise CheckpointError(f'{path}: tensors do not match {type(net).__name__} '
                               f'{detect_config(net.state_dict())}: {" ".join(first[:3])}') from e
-    factor = float(input_range) if input_range else value_range(net.eval())
+    factor = float(input_range) if input_range else value_range(net)
     if factor != 1:
         sd = fold_range(sd, factor)
         net.load_state_dict(sd)

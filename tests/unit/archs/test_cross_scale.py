@@ -151,3 +151,12 @@ def test_official_x4_file_warm_starts_x3():
     w, _ = resample_head(folded['upsampler.0.weight'], folded['upsampler.0.bias'], 4, 3)
     assert torch.equal(sd['upsampler.0.weight'], w)
 
+
+
+def test_range_detection_keeps_the_networks_mode_and_device():
+    """Loading weights into a network being set up for training leaves it in training mode (found on a GPU:
+    the probe also runs on the network's own device)."""
+    from rlfn_arch.archs.rlfn_weights import value_range
+    net = _net(4).train()
+    assert value_range(net) == 1 and net.training
+    assert value_range(net.eval()) == 1 and not net.training

@@ -109,7 +109,22 @@ class WarmStartModel(SRModel):
                                    f'channels_last {self.channels_last}, on {describe(self.device)}')
         return self.precision, self.val_precision, self.channels_last
 
+    def _freeze(self, net):
+        """``train: trainable_g`` (a list of parameter-name prefixes, e.g. ``[upsampler.0.]``): only those train;
+        the rest keeps its weights (BasicSR's optimizer skips parameters without gradients). Set before DDP
+        wraps the network."""
+        prefixes = (self.opt.get('train') or {}).get('trainable_g') if self.opt.get('is_train') else None
+        if not prefixes:
+            return
+        names = [n for n, p in net.named_parameters()
+                 if p.requires_grad_(n.startswith(tuple(prefixes))).requires_grad]
+        if not names:
+            raise ValueError(f'train.trainable_g {list(prefixes)}: no parameter of the network starts with these')
+        get_root_logger().info(f'Training only {len(names)} tensors: {", ".join(names[:4])}'
+                               f'{", ..." if len(names) > 4 else ""}')
+
     def model_to_device(self, net):
+        self._freeze(net)
         if self._layout()[2]:
             net = net.to(memory_format=torch.channels_last)
         if self.opt['dist'] and self.device.type != 'cuda':

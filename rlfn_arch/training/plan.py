@@ -77,6 +77,7 @@ class StagePlan:
         ds = o['datasets']['train']
         mode = o['path'].get('cross_scale_g')
         across = f', across scales (upsampler.0: {mode})' if mode else ''
+        only = f'; trains only {", ".join(train["trainable_g"])}*' if train.get('trainable_g') else ''
         return '\n'.join([
             f'stage {self.index + 1}: {self.label}  [{what}]',
             f'  folder      {self.folder}',
@@ -85,7 +86,8 @@ class StagePlan:
             f'{across}',
             f'  iterations  {train["total_iter"]}, lr {train["optim_g"]["lr"]}, '
             f'scheduler {train["scheduler"]["type"]}, ema {train.get("ema_decay", 0)}',
-            f'  losses      {", ".join(k for k in LOSS_KEYS if train.get(k))}',
+            f'  losses      {", ".join(k for k in LOSS_KEYS if train.get(k))}'
+            f'{only}',
             f'  data        {ds.get("dataroot_gt")} (batch {ds.get("batch_size_per_gpu")}, '
             f'gt_size {ds.get("gt_size")})',
             f'  precision   {self.precision}, device {"cuda x%d" % o["num_gpu"] if o["num_gpu"] else "cpu"}, '

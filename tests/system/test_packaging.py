@@ -16,6 +16,8 @@ def test_the_wheel_installs_and_imports_every_module(tmp_path):
     in_tree = {os.path.relpath(os.path.join(d, f), REPO).replace(os.sep, '/')
                for d, _, fs in os.walk(os.path.join(REPO, 'rlfn_arch')) for f in fs if f.endswith('.py')}
     assert in_tree <= in_wheel, f'left out of the wheel: {sorted(in_tree - in_wheel)}'
+    names = set(zipfile.ZipFile(wheel).namelist())  # the shipped models and their cards travel in the wheel
+    assert {'rlfn_arch/archs/weights/rlfn_s_x3.safetensors', 'rlfn_arch/archs/weights/rlfn_s_x3.json'} <= names
     site = tmp_path / 'site'
     subprocess.run([sys.executable, '-m', 'pip', 'install', '--no-deps', '-q', '--target', str(site), str(wheel)],
                    check=True, capture_output=True, text=True, timeout=300)
@@ -23,6 +25,8 @@ def test_the_wheel_installs_and_imports_every_module(tmp_path):
     code = ('import importlib, sys, rlfn_arch\n'
             f'assert rlfn_arch.__file__.startswith({str(site)!r}), rlfn_arch.__file__\n'
             f'for m in {modules!r}:\n    importlib.import_module(m)\n'
+            'from rlfn_arch.archs.zoo import model_file\nassert model_file("rlfn_s_x3").startswith('
+            f'{str(site)!r})\n'
             'print("imported", len(sys.modules))')
     env = dict(os.environ, PYTHONPATH=str(site))
     out = subprocess.run([sys.executable, '-c', code], cwd=tmp_path, env=env, capture_output=True, text=True,

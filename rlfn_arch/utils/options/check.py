@@ -41,6 +41,7 @@ class _Checker:
     def __init__(self, source):
         self.source = source
         self.errors = []
+        self.network = None  # the network_g built on the meta device, when it builds
 
     def err(self, path, msg):
         self.errors.append(f'{self.source}: {path}: {msg}')
@@ -230,7 +231,7 @@ def _check_builds(net, ck):
     (``block: foo``, a negative width, ``upscale: 4.0``) are option errors before anything is touched."""
     try:
         with torch.device('meta'):
-            ARCH_REGISTRY.get(net['type'])(**{k: v for k, v in net.items() if k != 'type'})
+            ck.network = ARCH_REGISTRY.get(net['type'])(**{k: v for k, v in net.items() if k != 'type'})
     except (TypeError, ValueError, RuntimeError, AssertionError) as e:
         ck.err('network_g', f'{net["type"]} cannot be built from these settings: {str(e).strip().splitlines()[0]}')
 
@@ -302,6 +303,13 @@ def _check_train(opt, ck):
     if not isinstance(ema, (int, float)) or not 0 <= ema < 1:
         ck.err('train.ema_decay', f'must be in [0, 1), got {ema!r}')
     _positive_int(train.get('max_nonfinite'), ck, 'train.max_nonfinite')
+    trainable = train.get('trainable_g')
+    if trainable is not None and not (isinstance(trainable, list) and trainable and
+                                      all(isinstance(t, str) and t for t in trainable)):
+        ck.err('train.trainable_g', f'{trainable!r}: expected a list of parameter-name prefixes, e.g. [upsampler.0.]')
+    elif trainable and ck.network is not None and \
+            not any(n.startswith(tuple(trainable)) for n, _ in ck.network.named_parameters()):
+        ck.err('train.trainable_g', f'{trainable!r}: no parameter of network_g starts with these (e.g. upsampler.0.)')
     if train.get('precision', 'auto') not in PRECISIONS:
         ck.err('train.precision', f'{train["precision"]!r}: expected {", ".join(PRECISIONS)}')
     if train.get('channels_last', 'auto') not in ('auto', True, False):

@@ -23,7 +23,7 @@ _IO_BACKEND = {'type', 'db_paths', 'client_keys'}
 #: The loss sections of ``train`` (BasicSR's two and the contrastive loss), in logging order.
 LOSS_KEYS = ('pixel_opt', 'perceptual_opt', 'contrastive_opt')
 _TRAIN_BASE = {'ema_decay', 'optim_g', 'scheduler', 'total_iter', 'warmup_iter', 'pixel_opt', 'perceptual_opt',
-               'contrastive_opt', 'max_nonfinite', 'precision', 'channels_last'}
+               'contrastive_opt', 'max_nonfinite', 'precision', 'channels_last', 'trainable_g'}
 _VAL = {'val_freq', 'save_img', 'suffix', 'pbar', 'metrics', 'bicubic_baseline', 'precision'}
 _PATH = {'pretrain_network_g', 'param_key_g', 'strict_load_g', 'resume_state', 'experiments_root', 'models',
          'training_states', 'log', 'visualization', 'results_root', 'root', 'save_init',

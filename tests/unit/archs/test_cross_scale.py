@@ -152,7 +152,6 @@ def test_official_x4_file_warm_starts_x3():
     assert torch.equal(sd['upsampler.0.weight'], w)
 
 
-
 def test_range_detection_keeps_the_networks_mode_and_device():
     """Loading weights into a network being set up for training leaves it in training mode (found on a GPU:
     the probe also runs on the network's own device)."""
@@ -160,3 +159,17 @@ def test_range_detection_keeps_the_networks_mode_and_device():
     net = _net(4).train()
     assert value_range(net) == 1 and net.training
     assert value_range(net.eval()) == 1 and not net.training
+
+
+def test_trainable_g_trains_only_the_named_tensors(tmp_path):
+    """``train: trainable_g: [upsampler.0.]``: the head learns, every body tensor stays bit for bit."""
+    yml, exp, _ = _cross_scale_yml(tmp_path, 'resample')
+    edit(yml, lambda o: (o['train'].update(trainable_g=['upsampler.0.']), o.update(stages=o['stages'][:1])))
+    run_module('rlfn_arch.train', '-opt', yml)
+    init = safe_load(exp / 's1' / 'models' / 'net_g_init.pth')['params']
+    last = safe_load(exp / 's1' / 'models' / 'net_g_latest.pth')['params']
+    assert all(torch.equal(init[k], v) for k, v in _body(last).items())
+    assert not torch.equal(init['upsampler.0.weight'], last['upsampler.0.weight'])
+    edit(yml, lambda o: o['train'].update(trainable_g=['nothing.']))
+    proc = run_module('rlfn_arch.train', '-opt', yml, check=False)
+    assert proc.returncode != 0 and 'trainable_g' in proc.stdout + proc.stderr

@@ -52,6 +52,8 @@ def build_parser():
     s.add_argument('--crop', type=int, default=480, help='HR crop size (default 480)')
     s.add_argument('--step', type=int, default=240, help='HR step (default 240)')
     s.add_argument('--thresh', type=int, default=48, help='leftover above which an extra end crop is added (48)')
+    s.add_argument('--min_size', type=int, default=0, help='leave out images whose shorter HR side is below this '
+                   '(e.g. the gt_size you train with); default 0')
     s.add_argument('--lr', default=None, help='matching LR folder (<name>x{s}.* or <name>.*), cropped at crop/scale')
     s.add_argument('--lr_output', default=None, help='LR sub-image folder (same names as the HR sub-images)')
     s.add_argument('--scale', type=int, default=None, choices=[2, 3, 4])
@@ -101,7 +103,7 @@ def main(argv=None):
             summaries = [make_bicubic_lr(args.hr, args.output, args.scales, args.workers, args.overwrite)]
         elif args.cmd == 'subimages':
             summaries = [make_subimages(args.input, args.output, args.crop, args.step, args.thresh, args.lr,
-                                       args.lr_output, args.scale, args.workers, args.overwrite)]
+                                       args.lr_output, args.scale, args.workers, args.overwrite, args.min_size)]
         elif args.cmd == 'lmdb':
             summaries = [build_lmdb(args.input, args.output, args.overwrite, args.compress_level, args.workers)]
         elif args.cmd == 'df2k':

@@ -37,7 +37,7 @@ def _lr_name(lr_dir, stem, scale):
     return None
 
 
-def _subimages_one(name, hr_dir, out_dir, crop, step, thresh, lr_dir, lr_out, scale):
+def _subimages_one(name, hr_dir, out_dir, crop, step, thresh, lr_dir, lr_out, scale, min_size=0):
     notes, written = [], []
     try:
         hr = read_image(os.path.join(hr_dir, name), notes)
@@ -54,6 +54,9 @@ def _subimages_one(name, hr_dir, out_dir, crop, step, thresh, lr_dir, lr_out, sc
                 raise ImageReadError(f'{os.path.join(lr_dir, lr_name)}: LR {lr.shape[1]}x{lr.shape[0]} x{scale} does '
                                      f'not match HR {hr.shape[1]}x{hr.shape[0]} (after modcrop)')
         h, w = hr.shape[:2]
+        if min(h, w) < min_size:
+            notes.append(f'{name}: {w}x{h} is below --min_size {min_size}; no sub-image written')
+            return name, written, notes, None
         if h < crop or w < crop:
             notes.append(f'{name}: {w}x{h} is smaller than the {crop}px crop; kept whole along the short side')
         k = 0
@@ -74,7 +77,7 @@ def _subimages_one(name, hr_dir, out_dir, crop, step, thresh, lr_dir, lr_out, sc
         return name, written, notes, str(e)
 
 
-def _planned_subimages(hr_dir, out_dirs, crop, step, thresh, scale):
+def _planned_subimages(hr_dir, out_dirs, crop, step, thresh, scale, min_size=0):
     """The sub-image files a run would write (crop counts from the image headers; an unreadable header
     counts every existing ``<stem>_sNNN.png``)."""
     planned = []
@@ -87,14 +90,18 @@ def _planned_subimages(hr_dir, out_dirs, crop, step, thresh, scale):
                 planned += [os.path.join(d, f) for f in (os.listdir(d) if os.path.isdir(d) else []) if pat.match(f)]
                 continue
             w, h = (size[0] - size[0] % scale, size[1] - size[1] % scale) if scale else size
+            if min(w, h) < min_size:
+                continue
             k = len(crop_starts(h, crop, step, thresh)) * len(crop_starts(w, crop, step, thresh))
             planned += [os.path.join(d, f'{stem}_s{i:03d}.png') for i in range(1, k + 1)]
     return planned
 
 
 def make_subimages(hr_dir, out_dir, crop=480, step=240, thresh=48, lr_dir=None, lr_out=None, scale=None, workers=None,
-                   overwrite=False):
+                   overwrite=False, min_size=0):
     """Crop ``hr_dir`` into sub-images; with ``lr_dir``, crop the matching LR images at ``crop/scale``.
+    Images whose shorter HR side (after modcrop) is below ``min_size`` are left out with a note (a training
+    patch of ``gt_size`` needs sub-images at least that large).
 
     Raises:
         PrepareError: an output folder is (inside) the input, or files would be replaced without ``overwrite``.
@@ -109,9 +116,9 @@ def make_subimages(hr_dir, out_dir, crop=480, step=240, thresh=48, lr_dir=None, 
     for d in outs:
         if lr_dir:
             check_outputs(lr_dir, [d], [], True, 'subimages')
-    check_outputs(hr_dir, outs, _planned_subimages(hr_dir, outs, crop, step, thresh, scale if lr_dir else None),
-                  overwrite, 'subimages')
+    planned = _planned_subimages(hr_dir, outs, crop, step, thresh, scale if lr_dir else None, min_size)
+    check_outputs(hr_dir, outs, planned, overwrite, 'subimages')
     fn = partial(_subimages_one, hr_dir=hr_dir, out_dir=out_dir, crop=crop, step=step, thresh=thresh,
-                 lr_dir=lr_dir, lr_out=lr_out, scale=scale)
+                 lr_dir=lr_dir, lr_out=lr_out, scale=scale, min_size=min_size)
     os.makedirs(out_dir, exist_ok=True)
     return map_folder('subimages', hr_dir, out_dir, fn, workers)

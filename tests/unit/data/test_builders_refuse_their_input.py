@@ -80,3 +80,17 @@ def test_a_million_line_meta_info_is_not_printed_line_by_line(tmp_path, capsys):
     path = shown[-1].split('the full list is in ')[1]
     assert sum(1 for _ in open(path)) == 1_000_000
     os.unlink(path)
+
+
+def test_subimages_min_size_leaves_out_images_smaller_than_the_training_patch(tmp_path):
+    from helpers import make_pairs
+    hr, lr = make_pairs(str(tmp_path / 'd'), n=2, size=(48, 48), scale=3)
+    import cv2
+    cv2.imwrite(os.path.join(hr, 'small.png'), cv2.imread(os.path.join(hr, 'img0.png'))[:24, :24])
+    cv2.imwrite(os.path.join(lr, 'smallx3.png'), cv2.imread(os.path.join(lr, 'img0x3.png'))[:8, :8])
+    proc = run_module('rlfn_arch.prepare', 'subimages', '--input', hr, '--output', tmp_path / 'hs', '--crop', '48',
+                      '--step', '24', '--thresh', '12', '--lr', lr, '--lr_output', tmp_path / 'ls', '--scale', '3',
+                      '--min_size', '30', '--workers', '1')
+    assert 'small.png: 24x24 is below --min_size 30' in proc.stdout
+    assert sorted(os.listdir(tmp_path / 'hs')) == sorted(os.listdir(tmp_path / 'ls')) == ['img0_s001.png',
+                                                                                         'img1_s001.png']

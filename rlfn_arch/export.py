@@ -46,7 +46,7 @@ def main(argv=None):
         fd, candidate = tempfile.mkstemp(prefix=f'.{os.path.basename(args.output)}.', suffix=TMP_SUFFIX, dir=folder)
         os.close(fd)
         export_onnx(net, candidate, args.opset, metadata=model_metadata(
-            cfg, source=os.path.basename(args.model_path) if args.model_path else f'preset {args.preset}'))
+            cfg, source=f'preset {model.name}' if model.kind == 'preset' else model.name))
     except OSError as e:
         print(f'error: {e}', file=sys.stderr)
         return 4

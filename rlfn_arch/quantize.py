@@ -38,7 +38,7 @@ def main(argv=None):
         with tempfile.TemporaryDirectory() as tmp:
             fp32 = export_onnx(net, os.path.join(tmp, 'fp32.onnx'))
             quantize(fp32, args.output, patches, metadata=model_metadata(
-                model.cfg, source=os.path.basename(args.model_path), precision='int8 (QDQ)'))
+                model.cfg, source=model.name, precision='int8 (QDQ)'))
     except OSError as e:  # the int8 file is written atomically: nothing partial is left at --output
         print(f'error: {e}', file=sys.stderr)
         return 4

@@ -54,6 +54,12 @@ def test_the_model_is_reached_by_name_in_infer_export_and_spandrel(tmp_path):
     assert cv2.imread(str(tmp_path / 'out' / 'im0.png')).shape == (48, 60, 3)
     proc = run_module('rlfn_arch.export', '--model', 'rlfn_s_x3', '--output', tmp_path / 'm.onnx')
     assert 'check passed' in proc.stdout
+    random_images(tmp_path / 'calib', [(40, 40)])
+    run_module('rlfn_arch.quantize', '--model', 'rlfn_s_x3', '--output', tmp_path / 'q.onnx', '--calib',
+               tmp_path / 'calib', '--num_patches', '2')
+    bench = run_module('rlfn_arch.benchmark', '--model', 'rlfn_s_x3', '--size', '24', '24', '--runs', '1',
+                       '--warmup', '0', '--json', tmp_path / 'b.json', '--precision', 'fp32')
+    assert 'rlfn_s_x3' in bench.stdout
     import rlfn_arch.integrations.spandrel as rlfn_spandrel
     desc = rlfn_spandrel.load('rlfn_s_x3')
     assert desc.scale == 3 and desc.architecture.id == 'RLFN'

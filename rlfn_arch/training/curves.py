@@ -86,7 +86,7 @@ def write_plot(plans, exp_root, baseline=None, scale=None):
     if baseline and 'psnr' in baseline:
         ax_psnr.axhline(baseline['psnr'], color='black', lw=1, ls='--',
                         label=f'bicubic{f" x{scale}" if scale else ""} ({baseline["psnr"]:.2f} dB)')
-    ax_psnr.set_ylabel('validation PSNR-Y (dB)')
+    ax_psnr.set_ylabel('validation PSNR on Y (dB)')
     ax_psnr.legend(loc='lower right', fontsize=8)
     ax_psnr.grid(alpha=0.3)
     ax_loss.set_ylabel('training loss (l_total)')

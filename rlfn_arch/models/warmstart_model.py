@@ -102,7 +102,9 @@ class WarmStartModel(SRModel):
         if not hasattr(self, 'precision'):
             train = self.opt.get('train') or {}
             self.precision = resolve_precision(train.get('precision', 'auto'), self.device)
-            self.channels_last = resolve_channels_last(train.get('channels_last', 'auto'), self.device)
+            # testing (BasicSR's test pipeline) keeps SRModel's NCHW layout unless asked: the same pixels as SRModel
+            default = 'auto' if self.opt.get('is_train') else False
+            self.channels_last = resolve_channels_last(train.get('channels_last', default), self.device)
             val = (self.opt.get('val') or {}).get('precision', 'fp32')
             self.val_precision = self.precision if val == 'train' else resolve_precision(val, self.device)
             get_root_logger().info(f'Precision: train {self.precision}, validation {self.val_precision}, '

@@ -112,9 +112,12 @@ def _install_sample(tmp, out_dir, ours, clashes, notes):
         if ours and isinstance(listed, list) and os.path.isdir(old) and not os.path.islink(old) \
                 and _remove_own_files(old, out_dir, listed):
             continue
-        os.rename(old, f'{old}_archived_{stamp}')
+        target, n = f'{old}_archived_{stamp}', 1
+        while os.path.lexists(target):  # two rebuilds within one second
+            target, n = f'{old}_archived_{stamp}_{n}', n + 1
+        os.rename(old, target)
         what = 'files that prepare sample did not write' if ours else 'an entry that is not ours'
-        notes.append(f'{old} held {what}: renamed to {old}_archived_{stamp} (--overwrite; nothing of yours deleted)')
+        notes.append(f'{old} held {what}: renamed to {target} (--overwrite; nothing of yours deleted)')
     for entry in SAMPLE_ENTRIES:  # sample.json last: it marks the folder complete
         os.rename(os.path.join(tmp, entry), os.path.join(out_dir, entry))
     os.unlink(os.path.join(tmp, _BUILD_MARKER))

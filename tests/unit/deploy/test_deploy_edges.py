@@ -13,8 +13,9 @@ from PIL import Image, ImageOps
 def test_infer_into_a_folder_inside_its_input_runs_twice(tmp_path):
     ckpt = tiny_ckpt(tmp_path / 'net.pth')
     random_images(tmp_path / 'D', [(20, 16), (18, 18)])
-    for _ in range(2):
-        proc = run_module('rlfn_arch.infer', '-i', tmp_path / 'D', '-o', tmp_path / 'D' / 'out', '--model_path', ckpt)
+    for again in ([], ['--overwrite']):  # the second run replaces its own outputs, with --overwrite
+        proc = run_module('rlfn_arch.infer', '-i', tmp_path / 'D', '-o', tmp_path / 'D' / 'out', '--model_path', ckpt,
+                          *again)
         assert '2 image(s) upscaled' in proc.stdout and '0 failed' in proc.stdout
     assert sorted(os.listdir(tmp_path / 'D' / 'out')) == ['im0.png', 'im1.png']
 
@@ -58,7 +59,7 @@ def test_export_that_fails_its_check_leaves_nothing_at_output(tmp_path):
     ckpt = tiny_ckpt(tmp_path / 'net.pth')
     (tmp_path / 'm.onnx').write_bytes(b'the previous model')
     proc = run_module('rlfn_arch.export', '--model_path', ckpt, '--output', tmp_path / 'm.onnx', '--atol', '0',
-                      check=False)
+                      '--overwrite', check=False)
     if proc.returncode == 0:
         pytest.skip('onnxruntime matched PyTorch bit for bit here; the failing check cannot be provoked')
     assert proc.returncode == 1 and 'was not written' in proc.stderr

@@ -203,7 +203,7 @@ def test_resume_removes_a_stale_final_temporary_and_checkpoints_respect_the_umas
         os.umask(old)
     for f in ('net_g_final.pth', 'stages.json', 's1/models/net_g_latest.pth'):
         assert stat.S_IMODE(os.stat(exp / f).st_mode) == 0o644, f
-    stale = exp / '.net_g_final.pth.k1ll3d_.rlfn-tmp'
+    stale = exp / '.net_g_final.pth.k1ll3d_x.rlfn-tmp'
     stale.write_bytes(b'partial')
     capsys.readouterr()
     assert train_main('-opt', yml, '--auto_resume') == 0

@@ -73,6 +73,30 @@ def is_our_lmdb(path):
         all(os.path.isfile(os.path.join(path, e)) and not os.path.islink(os.path.join(path, e)) for e in entries)
 
 
+def _check_target(folder, lmdb_path, overwrite):
+    """Refuse an output that holds the input, exists without ``overwrite``, or is not an LMDB of ours."""
+    if same_file(lmdb_path, folder) or is_inside(folder, lmdb_path):
+        raise PrepareError(f'{lmdb_path}: the input folder {folder} is, or lies inside, the output LMDB; refusing '
+                           '(replacing it would delete the input images). Choose another --output')
+    if os.path.lexists(lmdb_path) and not overwrite:
+        raise FileExistsError(f'{lmdb_path} already exists; pass --overwrite to replace it')
+    if os.path.lexists(lmdb_path) and not is_our_lmdb(lmdb_path):
+        raise PrepareError(f'{lmdb_path} exists and is not an LMDB this command wrote (expected only data.mdb, '
+                           'lock.mdb and meta_info.txt in a folder); --overwrite replaces only such LMDBs, so '
+                           'nothing was changed. Move it aside or choose another --output')
+
+
+def _install(tmp, lmdb_path):
+    """Move the finished LMDB ``tmp`` to ``lmdb_path``, replacing an old one of ours (checked by the caller)."""
+    if os.path.exists(lmdb_path):
+        old = lmdb_path + f'.old-{os.getpid()}'
+        os.rename(lmdb_path, old)
+        os.rename(tmp, lmdb_path)
+        shutil.rmtree(old)
+    else:
+        os.rename(tmp, lmdb_path)
+
+
 def build_lmdb(folder, lmdb_path, overwrite=False, compress_level=1, workers=None):
     """Folder -> LMDB (keys = file stems, ``meta_info.txt`` as BasicSR expects), atomically.
 
@@ -86,15 +110,7 @@ def build_lmdb(folder, lmdb_path, overwrite=False, compress_level=1, workers=Non
     if not lmdb_path.endswith('.lmdb'):
         raise PrepareError(f'{lmdb_path}: the LMDB folder name must end with .lmdb')
     lmdb_path = os.path.abspath(lmdb_path.rstrip('/'))
-    if same_file(lmdb_path, folder) or is_inside(folder, lmdb_path):
-        raise PrepareError(f'{lmdb_path}: the input folder {folder} is, or lies inside, the output LMDB; refusing '
-                           '(replacing it would delete the input images). Choose another --output')
-    if os.path.lexists(lmdb_path) and not overwrite:
-        raise FileExistsError(f'{lmdb_path} already exists; pass --overwrite to replace it')
-    if os.path.lexists(lmdb_path) and not is_our_lmdb(lmdb_path):
-        raise PrepareError(f'{lmdb_path} exists and is not an LMDB this command wrote (expected only data.mdb, '
-                           'lock.mdb and meta_info.txt in a folder); --overwrite replaces only such LMDBs, so '
-                           'nothing was changed. Move it aside or choose another --output')
+    _check_target(folder, lmdb_path, overwrite)
     names, others = list_images(folder)
     summ = Summary(f'lmdb {folder} -> {lmdb_path}')
     summ.skipped += [f'{os.path.join(folder, o)}: not an image file' for o in others]
@@ -127,13 +143,7 @@ def build_lmdb(folder, lmdb_path, overwrite=False, compress_level=1, workers=Non
             raise WriteError(lmdb_path, getattr(e, 'errno', None) or errno.EIO,
                              f'{type(e).__name__}: {e} ({previous}; free space or fix permissions and run '
                              'again)') from e
-        if os.path.exists(lmdb_path):
-            old = lmdb_path + f'.old-{os.getpid()}'
-            os.rename(lmdb_path, old)
-            os.rename(tmp, lmdb_path)
-            shutil.rmtree(old)
-        else:
-            os.rename(tmp, lmdb_path)
+        _install(tmp, lmdb_path)
     finally:
         if os.path.exists(tmp):
             shutil.rmtree(tmp, ignore_errors=True)

@@ -21,7 +21,7 @@ Overrides only what SRModel cannot do:
   released (key layouts, [0, 255] range: :func:`rlfn_arch.archs.rlfn_weights.adopt_weights`), and
   ``path.cross_scale_g`` warm-starts from another scale.
 * ``model_to_device``: DistributedDataParallel without CUDA ``device_ids`` on CPU (gloo); the network in
-  channels_last layout where ``train: channels_last`` (default ``auto``) says so.
+  channels_last layout where ``train: channels_last`` (default ``auto`` in training; testing keeps NCHW) says so.
 * ``feed_data`` / ``test``: inputs in the network's layout; validation in ``val: precision`` (default
   fp32, the paper protocol; ``train`` = the training precision), outputs returned as fp32.
 

@@ -30,9 +30,12 @@ setup(
     ],
     extras_require={
         # the export / int8 tests run ONNX Runtime, so the test extra includes the export extra
-        'test': ['pytest>=7', 'pytest-xdist>=3', 'hypothesis>=6', 'ruff>=0.4', 'onnx>=1.14', 'onnxruntime>=1.16',
+        'test': ['pytest>=7', 'pytest-xdist>=3', 'hypothesis>=6', 'ruff>=0.4', 'onnx>=1.14', 'onnxruntime>=1.18',
                  'onnxscript', 'onnxconverter-common', 'spandrel==0.4.2', 'matplotlib>=3.5'],
-        'export': ['onnx>=1.14', 'onnxruntime>=1.16', 'onnxscript', 'onnxconverter-common'],
+        # int8 from a quantization-aware checkpoint writes its scales with TensorQuantOverrides (onnxruntime 1.18+)
+        'export': ['onnx>=1.14', 'onnxruntime>=1.18', 'onnxscript', 'onnxconverter-common'],
+        # the second CPU runtime benchmarks/inference_cpu.py compares (it reads the same ONNX files)
+        'openvino': ['openvino>=2024.0'],
         # chaiNNer / ComfyUI's loader; 0.4.2 is a pure-Python wheel (rlfn_arch.integrations.spandrel)
         'spandrel': ['spandrel==0.4.2'],
         # the training-curves plot written at the end of every run (training/curves.py)

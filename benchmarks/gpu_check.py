@@ -1,7 +1,8 @@
 """Device check for a CUDA machine (one short script for a lent GPU):
 
 1. the tiny two-stage warm-start recipe under ``torchrun --nproc_per_node=1 ... --launcher pytorch``
-   (nccl chosen from the device), killed during stage 2 and resumed with ``--auto_resume``;
+   (nccl chosen from the device), stage 2 an int8 quantization-aware stage (``train: qat``), killed during
+   stage 2 and resumed with ``--auto_resume``; the run's int8 ONNX model (where onnxruntime is installed);
 2. the quick start (``options/train/RLFN_S_x4_quickstart.yml``) on the GPU, with its wall time;
 3. ``python -m rlfn_arch.benchmark`` for the three presets (CUDA events), fp32 and the fast path,
    and ``infer --half`` on one image.
@@ -57,6 +58,7 @@ def main():
     opt = yaml.safe_load(yml.read_text())
     opt['num_gpu'] = 'auto'
     opt['stages'] = opt['stages'][:2]
+    opt['stages'][1]['train']['qat'] = {'convs': 'all'}  # fake quantization on CUDA, its state through a resume
     yml.write_text(yaml.safe_dump(opt, sort_keys=False))
     run = [sys.executable, '-m', 'torch.distributed.run', '--standalone', '--nproc_per_node=1',
            '-m', 'rlfn_arch.train', '-opt', str(yml), '--launcher', 'pytorch']
@@ -80,6 +82,7 @@ def main():
                             'iters_s2': max([int(x.replace(',', '')) for x in re.findall(r'iter:\s+([\d,]+)', logs2)]
                                             or [0]),
                             'seconds': round(time.time() - t0, 1),
+                            'int8_onnx': (exp / 'net_g_final_int8.onnx').exists(),
                             'stdout_tail': out.stdout[-600:]}
     print(res['ddp_nccl_tiny'], flush=True)
     if args.only_ddp:
@@ -90,6 +93,10 @@ def main():
         res['quickstart'] = {'exit': p.returncode, 'seconds': round(dt, 1),
                              'table': '\n'.join(ln for ln in p.stdout.splitlines() if ln.startswith('|'))}
         print(res['quickstart'], flush=True)
+    p, dt = sh([sys.executable, 'benchmarks/train_throughput.py', '--shapes', 'paper', '--arms', 'b', 'c', 'd', 'e',
+                'q', '--iters', '20', '--warmup', '5'], log, check=False)
+    res['train_throughput_paper'] = [ln for ln in p.stdout.splitlines() if ln.startswith('|')]
+    print('\n'.join(res['train_throughput_paper']), flush=True)
     bench = []
     for preset in ('rlfn', 'rlfn_s', 'rlfn_ntire'):
         j = os.path.join(args.out, f'bench_{preset}.json')

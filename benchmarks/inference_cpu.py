@@ -1,45 +1,163 @@
-"""CPU inference paths side by side: plain eager fp32 PyTorch (the reference: the released code's
-structure, NCHW, no compile), our fp32 fast path (channels_last + compile at this one shape), bf16
-autocast + channels_last (emulated, and slower, on CPUs without AVX512_BF16/AMX: see native_bf16 in the
-JSON), ONNX Runtime fp32 and int8, for RLFN, RLFN-S and the NTIRE 2022 model at x4, 256x256 LR input.
+"""CPU inference paths side by side, on one CPU in one run: plain eager fp32 PyTorch (the reference: the
+released code's structure, NCHW, no compile), our fp32 fast path (channels_last + compile), bf16 autocast +
+channels_last, ONNX Runtime fp32 and int8 (post-training and, given a quantization-aware checkpoint, trained
+for int8), and OpenVINO (a second CPU runtime, when ``pip install openvino`` has put it here) fp32, bf16 and
+int8 on the same ONNX files. RLFN-S x4 at 256x256 LR by default.
 
-    python benchmarks/inference_cpu.py [--threads 2] [--runs 10]
+    python benchmarks/inference_cpu.py [--threads 2] [--runs 10] [--models rlfn_s rlfn rlfn_ntire] \\
+        [--qat experiments/RLFN_S_x4_int8_T91BSD200/net_g_final.pth]
 
-For each: median ms per image, ratio to eager, max abs difference to eager (in [0, 1]), the share of
-this CPU's measured fp32 convolution throughput, and for int8 and bf16 the PSNR-Y change on Set5 x4 (official
-RLFN-S x4 weights, when ../shared is present).
+For each path: median ms per image, speed-up over eager, max abs difference to eager (in [0, 1]), the share of
+this CPU's peak *in that path's precision* (2 x MACs / time over the best throughput any runtime here reached
+on a stack of eight 3x3 convs, 64 -> 64 channels at 256x256, in fp32, bf16 or int8: measured, so it is the
+peak this CPU shows, not a datasheet number), and for RLFN-S with the official weights (``../shared``) the PSNR-Y change
+on Set5 and Set14 x4 against eager fp32. The CPU's int8 and bf16 instruction sets are printed and saved.
 """
 import argparse
 import os
+import sys
 import tempfile
 
+import numpy as np
 import torch
 from _common import SHARED, benchmark_psnr_y, report
-from torch.nn import functional as F
 
 import rlfn_arch  # noqa: F401
 from rlfn_arch.archs import PRESETS, RLFN
+from rlfn_arch.archs.rlfn_weights import convert
 from rlfn_arch.deploy.efficiency import count_ntire, median_ms
 from rlfn_arch.deploy.fast import optimize_for_inference
 from rlfn_arch.deploy.onnx import export_onnx
-from rlfn_arch.deploy.quantize import calibration_patches, quantize
-from rlfn_arch.utils.precision import native_bf16
+from rlfn_arch.deploy.quantize import (
+    PTQ_CONVS,
+    calibration_patches,
+    quantize,
+    quantize_calibrated,
+    quantize_checkpoint,
+    trained_int8,
+)
+from rlfn_arch.utils.checkpoint import safe_load, select_weights
+from rlfn_arch.utils.precision import cpu_instruction_sets, native_bf16
+
+QAT_DEFAULT = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), 'experiments',
+                           'RLFN_S_x4_int8_T91BSD200', 'net_g_final.pth')
 
 
-def conv_peak_gflops(threads, runs):
-    """fp32 throughput of one large 3x3 conv (64 -> 64 channels, 256x256): 2 x MACs / time."""
-    x, w = torch.rand(1, 64, 256, 256), torch.rand(64, 64, 3, 3)
-    with torch.inference_mode():
-        ms = median_ms(lambda: F.conv2d(x, w, padding=1), runs)
-    return 2 * 64 * 64 * 9 * 256 * 256 / (ms / 1000) / 1e9
-
-
-def ort_session(path, threads):
+def ort_runner(path, threads):
     import onnxruntime as ort
     so = ort.SessionOptions()
     so.intra_op_num_threads, so.inter_op_num_threads = threads, 1
     so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    return ort.InferenceSession(path, so, providers=['CPUExecutionProvider'])
+    sess = ort.InferenceSession(path, so, providers=['CPUExecutionProvider'])
+    return lambda a: sess.run(None, {sess.get_inputs()[0].name: a})[0]
+
+
+def openvino_runner(path, threads, precision, shape=None):
+    """OpenVINO on the CPU; ``precision``: its inference precision hint (``f32`` or ``bf16``: what the operations
+    that are not int8 compute in). Compiled for each input shape it meets (``shape``: the first one, now).
+    None when OpenVINO is not installed."""
+    try:
+        import openvino as ov
+    except ImportError:
+        return None
+    core = ov.Core()
+    compiled = {}
+
+    def compile_for(shp):
+        model = core.read_model(path)
+        model.reshape({model.inputs[0].get_any_name(): list(shp)})
+        c = core.compile_model(model, 'CPU', {'INFERENCE_NUM_THREADS': threads, 'PERFORMANCE_HINT': 'LATENCY',
+                                              'INFERENCE_PRECISION_HINT': precision})
+        return c.create_infer_request(), c.output(0)
+
+    def run(a):
+        if a.shape not in compiled:
+            compiled[a.shape] = compile_for(a.shape)
+        request, out = compiled[a.shape]
+        return request.infer({0: a})[out]
+    if shape is not None:
+        compiled[tuple(shape)] = compile_for(shape)
+    return run
+
+
+def conv_peaks(threads, runs, tmp, depth=8):
+    """{precision: (GFLOP/s, who)}: the best throughput reached on a stack of ``depth`` 3x3 convs, 64 -> 64
+    channels at 256x256 (a stack, so that an int8 runtime keeps its data in int8 between convs as it does in
+    the network, and the float input and output cost little)."""
+    torch.manual_seed(0)
+    stack = torch.nn.Sequential(*[torch.nn.Conv2d(64, 64, 3, padding=1) for _ in range(depth)]).eval()
+    x = torch.rand(1, 64, 256, 256)
+    flop = 2 * 64 * 64 * 9 * 256 * 256 * depth
+    xc = x.contiguous(memory_format=torch.channels_last)
+    tries = {'fp32': {'pytorch NCHW': lambda: stack(x),
+                      'pytorch channels_last': lambda m=stack.to(memory_format=torch.channels_last): m(xc)},
+             'bf16': {}, 'int8': {}}
+    if native_bf16('cpu'):
+        tries['bf16']['pytorch channels_last'] = lambda: _bf16(stack, xc)
+    fp32 = os.path.join(tmp, 'stack.onnx')
+    torch.onnx.export(stack, (x, ), fp32, input_names=['lq'], output_names=['y'], dynamo=False)
+    int8 = quantize(fp32, os.path.join(tmp, 'stack_int8.onnx'), [x.numpy()[0]], lambda m: (_conv_names(m), {}),
+                    method='minmax')
+    xn = x.numpy()
+    tries['fp32']['onnxruntime'] = lambda run=ort_runner(fp32, threads): run(xn)
+    tries['int8']['onnxruntime'] = lambda run=ort_runner(int8, threads): run(xn)
+    for precision, path, hint in (('fp32', fp32, 'f32'), ('bf16', fp32, 'bf16'), ('int8', int8, 'f32')):
+        run = openvino_runner(path, threads, hint, xn.shape)
+        if run is not None and (precision != 'bf16' or native_bf16('cpu')):
+            tries[precision]['openvino'] = lambda run=run: run(xn)
+    peaks = {}
+    with torch.inference_mode():
+        for precision, fns in tries.items():
+            best = max(((flop / (median_ms(fn, runs) / 1000) / 1e9, who) for who, fn in fns.items()), default=None)
+            if best:
+                peaks[precision] = best
+    return peaks
+
+
+def _bf16(stack, x):
+    with torch.autocast('cpu', dtype=torch.bfloat16):
+        return stack(x)
+
+
+def _conv_names(model):
+    return [n.name for n in model.graph.node if n.op_type == 'Conv']
+
+
+def build_paths(net, x, tmp, threads, qat_sd, shape):
+    """{name: (precision, run)}: every path for ``net``; ``run`` maps a numpy (1, 3, h, w) to numpy."""
+    fast = optimize_for_inference(net, precision='fp32', compile=True)
+    fast_bf16 = optimize_for_inference(net, precision='bf16')  # channels_last + bf16 autocast, eager
+    fp32 = export_onnx(net, os.path.join(tmp, 'fp32.onnx'))
+    patches = calibration_patches(n=16)
+    models = {f'int8 post-training ({PTQ_CONVS})': quantize_calibrated(net, os.path.join(tmp, 'ptq.onnx'), patches),
+              'int8 post-training (all)': quantize_calibrated(net, os.path.join(tmp, 'ptq_all.onnx'), patches, 'all')}
+    if qat_sd is not None:
+        models[f'int8 trained ({trained_int8(qat_sd)})'] = quantize_checkpoint(qat_sd, os.path.join(tmp, 'qat.onnx'))
+
+    def torch_run(m):
+        return lambda a: m(torch.from_numpy(a)).float().numpy()
+    paths = {'eager fp32': ('fp32', torch_run(net)),
+             'fast fp32 (channels_last + compile)': ('fp32', torch_run(fast)),
+             'bf16 autocast + channels_last': ('bf16', torch_run(fast_bf16)),
+             'onnxruntime fp32': ('fp32', ort_runner(fp32, threads))}
+    paths.update({f'onnxruntime {k}': ('int8', ort_runner(p, threads)) for k, p in models.items()})
+    ov = [('openvino fp32', 'fp32', fp32, 'f32'), ('openvino bf16', 'bf16', fp32, 'bf16')]
+    ov += [(f'openvino {k}', 'int8', p, 'f32') for k, p in models.items()]
+    for name, precision, path, hint in ov:
+        run = openvino_runner(path, threads, hint, shape)
+        if run is not None:
+            paths[name] = (precision, run)
+    return paths
+
+
+def quality(run, ref_psnr):
+    """PSNR-Y change on Set5 and Set14 x4 against eager fp32 (``ref_psnr``)."""
+    out = {}
+    for name in ('Set5', 'Set14'):
+        p = benchmark_psnr_y(run, name)
+        if p is not None and ref_psnr.get(name) is not None:
+            out[f'{name.lower()}_dB'] = p - ref_psnr[name]
+    return out
 
 
 def main():
@@ -47,60 +165,56 @@ def main():
     p.add_argument('--threads', type=int, default=2)
     p.add_argument('--runs', type=int, default=10)
     p.add_argument('--size', type=int, default=256)
+    p.add_argument('--models', nargs='+', default=['rlfn_s'], choices=['rlfn_s', 'rlfn', 'rlfn_ntire'])
+    p.add_argument('--qat', default=QAT_DEFAULT, help='a quantization-aware RLFN-S x4 checkpoint (train: qat) for '
+                   'the "int8 trained" rows (default: the int8 recipe\'s final model, when it is there)')
     args = p.parse_args()
     torch.set_num_threads(args.threads)
-    peak = conv_peak_gflops(args.threads, args.runs)
-    print(f'fp32 3x3 conv throughput: {peak:.1f} GFLOP/s ({args.threads} threads)')
-    x = torch.rand(1, 3, args.size, args.size)
-    rows = []
+    isa = cpu_instruction_sets()
+    print(f'CPU: int8 dot products {", ".join(isa["int8"]) or "none"}; bf16 {", ".join(isa["bf16"]) or "none"}; '
+          f'widest SIMD {isa["simd"]}', flush=True)
     official = os.path.join(SHARED, 'weights', 'rlfn_s_x4.pth')
-    for preset in ('rlfn', 'rlfn_s', 'rlfn_ntire'):
-        torch.manual_seed(0)
-        net = RLFN(upscale=4, **PRESETS[preset]).eval()
-        if preset == 'rlfn_s' and os.path.isfile(official):
-            from rlfn_arch.archs.rlfn_weights import convert
-            net.load_state_dict(convert(official)[0])
-        macs = count_ntire(net, (args.size, args.size))[1]
-        with torch.inference_mode():
-            ref = net(x)
-        fast = optimize_for_inference(net, precision='fp32', compile=True)
-        fast_bf16 = optimize_for_inference(net, precision='bf16')  # channels_last + bf16 autocast, eager
-        with tempfile.TemporaryDirectory() as tmp:
-            fp32 = export_onnx(net, os.path.join(tmp, 'fp32.onnx'))
-            int8 = quantize(fp32, os.path.join(tmp, 'int8.onnx'), calibration_patches(n=16))
-            s32, s8 = ort_session(fp32, args.threads), ort_session(int8, args.threads)
-            xn = x.numpy()
-            paths = {
-                'eager': (lambda: net(x), lambda: ref),
-                'fast fp32 (channels_last + compile)': (lambda: fast(x), lambda: fast(x)),
-                'bf16 autocast + channels_last': (lambda: fast_bf16(x), lambda: fast_bf16(x)),
-                'onnxruntime fp32': (lambda: s32.run(None, {'lq': xn}),
-                                     lambda: torch.from_numpy(s32.run(None, {'lq': xn})[0])),
-                'onnxruntime int8': (lambda: s8.run(None, {'lq': xn}),
-                                     lambda: torch.from_numpy(s8.run(None, {'lq': xn})[0])),
-            }
+    qat_sd = select_weights(safe_load(args.qat), args.qat)[0] if args.qat and os.path.isfile(args.qat) else None
+    if qat_sd is not None and not trained_int8(qat_sd):
+        sys.exit(f'{args.qat}: not a quantization-aware checkpoint (no int8 quantizer state)')
+    x = torch.rand(1, 3, args.size, args.size)
+    xn = x.numpy()
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        peaks = conv_peaks(args.threads, args.runs, tmp)
+        print('peak (eight 64->64 3x3 convs at 256x256): ' + ', '.join(f'{k} {v:.0f} GFLOP/s ({who})'
+                                                                    for k, (v, who) in peaks.items()), flush=True)
+        for preset in args.models:
+            torch.manual_seed(0)
+            net = RLFN(upscale=4, **PRESETS[preset]).eval()
+            real = preset == 'rlfn_s' and os.path.isfile(official)
+            if real:
+                net.load_state_dict(convert(official)[0])
+            macs = count_ntire(net, (args.size, args.size))[1]
+            with torch.inference_mode():
+                ref = net(x).numpy()
+                ref_psnr = {s: benchmark_psnr_y(lambda a: net(torch.from_numpy(a)).numpy(), s)
+                            for s in ('Set5', 'Set14')} if real else {}
+            paths = build_paths(net, x, tmp, args.threads, qat_sd if preset == 'rlfn_s' else None, xn.shape)
             base = None
-            for name, (call, output) in paths.items():
+            for name, (precision, run) in paths.items():
                 with torch.inference_mode():
-                    ms = median_ms(call, args.runs)
-                    diff = float((output() - ref).abs().max())
+                    ms = median_ms(lambda: run(xn), args.runs)
+                    out = run(xn)
+                    q = quality(run, ref_psnr) if real else {}
                 base = base or ms
-                row = {'model': preset, 'path': name, 'ms': ms, 'x_eager': base / ms, 'max_abs_diff': diff,
-                       'conv_peak_share_pct': 100 * 2 * macs / (ms / 1000) / 1e9 / peak}
-                if preset == 'rlfn_s' and name in ('onnxruntime int8', 'bf16 autocast + channels_last'):
-                    run = (lambda a: s8.run(None, {'lq': a})[0]) if 'int8' in name else \
-                        (lambda a: fast_bf16(torch.from_numpy(a)).numpy())
-                    p_ref = benchmark_psnr_y(lambda a: net(torch.from_numpy(a)).detach().numpy(), 'Set5')
-                    p_low = benchmark_psnr_y(run, 'Set5')
-                    if p_ref is not None:
-                        row['set5_psnr_y_eager'], row['set5_psnr_y_low'] = p_ref, p_low
-                        row['psnr_change_dB'] = p_low - p_ref
-                rows.append(row)
+                peak = peaks.get(precision, (None, ''))[0]
+                rows.append({'model': preset, 'path': name, 'precision': precision, 'ms': round(ms, 1),
+                             'x_eager': round(base / ms, 2), 'max_abs_diff': round(float(np.abs(out - ref).max()), 4),
+                             'peak_share_pct': round(100 * 2 * macs / (ms / 1000) / 1e9 / peak) if peak else None,
+                             **{k: round(v, 3) for k, v in q.items()}})
                 print(rows[-1], flush=True)
-    report('inference_cpu', rows, ['model', 'path', 'ms', 'x_eager', 'max_abs_diff', 'conv_peak_share_pct',
-                                   'psnr_change_dB'],
-           {'threads': args.threads, 'runs': args.runs, 'lr_size': args.size, 'conv_peak_gflops': peak,
-            'native_bf16': native_bf16('cpu')})
+    report('inference_cpu', rows, ['model', 'path', 'ms', 'x_eager', 'max_abs_diff', 'peak_share_pct', 'set5_dB',
+                                   'set14_dB'],
+           {'threads': args.threads, 'runs': args.runs, 'lr_size': args.size, 'instruction_sets': isa,
+            'peak_gflops': {k: {'gflops': round(v, 1), 'runtime': who} for k, (v, who) in peaks.items()},
+            'native_bf16': native_bf16('cpu'), 'qat_checkpoint': args.qat if qat_sd is not None else None,
+            'torch_threads': torch.get_num_threads()})
 
 
 if __name__ == '__main__':

@@ -4,7 +4,8 @@ WarmStartModel in each precision and layout, with and without the contrastive lo
     python benchmarks/train_throughput.py [--threads 2] [--iters 6] [--shapes quick paper]
 
 Arms: (a) basicsr SRModel, fp32 NCHW; (b) WarmStartModel fp32 NCHW; (c) + channels_last; (d) + bf16
-autocast; (e) + fp16 autocast with GradScaler (CUDA only). Shapes: ``quick`` = the quick start's (batch
+autocast; (e) + fp16 autocast with GradScaler (CUDA only); (q) the int8 quantization-aware stage (``train: qat:
+{convs: all}``, fp32 channels_last). Shapes: ``quick`` = the quick start's (batch
 8, HR 128 / LR 32); ``paper`` = the paper's patch (HR 256 / LR 64; batch 16 on CPU, 64 on GPU). Each row:
 median ms per iteration (forward, losses, backward, Adam step) over ``--iters`` after ``--warmup``,
 iterations/s, images/s, and the ratio to arm (a) of the same shape and loss. Random data (the data
@@ -29,15 +30,18 @@ ARMS = [  # (label, model_type, precision, channels_last)
     ('c + channels_last', 'WarmStartModel', 'fp32', True),
     ('d + bf16', 'WarmStartModel', 'bf16', True),
     ('e + fp16 scaler', 'WarmStartModel', 'fp16', True),
+    ('q int8 QAT (all convs)', 'WarmStartModel', 'fp32', True),  # train: qat (fake quantization runs in fp32)
 ]
 
 
-def make_model(model_type, precision, channels_last, contrastive, device, folder):
+def make_model(model_type, precision, channels_last, contrastive, device, folder, qat=False):
     train = {'ema_decay': 0, 'optim_g': {'type': 'Adam', 'lr': 5e-4, 'betas': [0.9, 0.99]},
              'scheduler': {'type': 'MultiStepLR', 'milestones': [10**6], 'gamma': 0.5}, 'total_iter': 10**6,
              'warmup_iter': -1, 'pixel_opt': {'type': 'L1Loss', 'loss_weight': 1.0, 'reduction': 'mean'}}
     if model_type == 'WarmStartModel':
         train.update(precision=precision, channels_last=channels_last)
+    if qat:
+        train['qat'] = {'convs': 'all'}
     if contrastive:
         train['contrastive_opt'] = {'type': 'ContrastiveLoss', 'loss_weight': 0.001}
     opt = {'name': 'bench', 'model_type': model_type, 'scale': 4, 'num_gpu': int(device.type == 'cuda'),
@@ -88,7 +92,7 @@ def main():
                 for label, model_type, precision, cl in ARMS:
                     if label[0] not in args.arms or (precision == 'fp16' and device.type != 'cuda'):
                         continue
-                    model = make_model(model_type, precision, cl, contrastive, device, folder)
+                    model = make_model(model_type, precision, cl, contrastive, device, folder, qat=label[0] == 'q')
                     ms = time_arm(model, batch, lr, args.iters, args.warmup, device)
                     base = base or ms
                     rows.append({'arm': label, 'shape': f'{shape} b{batch} lr{lr}', 'contrastive': contrastive,

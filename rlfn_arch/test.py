@@ -1,5 +1,7 @@
 """Test with BasicSR's test pipeline: ``python -m rlfn_arch.test -opt options/test/<file>.yml``.
 
+``--onnx MODEL`` tests an exported (fp32 or int8) ONNX model in the same pipeline, run by ONNX Runtime.
+
 Runs basicsr's ``test_pipeline`` unchanged, with our option parsing (safe YAML, strict checks, paths
 resolved against the project root, CPU when there is no GPU) and the metric lines on stdout.
 """
@@ -23,6 +25,8 @@ def parse_args(argv=None):
     parser.add_argument('--force_yml', nargs='+', default=None, help='e.g. path:pretrain_network_g=FILE')
     parser.add_argument('--model', default=None, help='test a model that ships with the package, by name '
                         f'({", ".join(model_names())}): sets path.pretrain_network_g')
+    parser.add_argument('--onnx', default=None, help='test an exported ONNX model (fp32, or int8 from '
+                        'rlfn_arch.quantize) with ONNX Runtime on the CPU instead of network_g and its weights')
     parser.add_argument('--datasets_root', default=None,
                         help='folder holding <Set>/HR and <Set>/LR_bicubic/X<s> (e.g. ../shared/datasets); '
                         'replaces the leading "datasets/" of the dataroots in the option file')
@@ -33,7 +37,7 @@ def parse_args(argv=None):
     return parser.parse_args(argv)
 
 
-def load_test_options(opt_path, force_yml=None, datasets_root=None, precision='fp32', model=None):
+def load_test_options(opt_path, force_yml=None, datasets_root=None, precision='fp32', model=None, onnx=None):
     """Load, check and finalize test options. Datasets whose folders are missing are dropped with a
     message; none left is an error. ``precision`` other than fp32 runs the network under autocast
     through WarmStartModel's ``test()`` (a SRModel subclass; basicsr's SRModel has no precision)."""
@@ -41,6 +45,15 @@ def load_test_options(opt_path, force_yml=None, datasets_root=None, precision='f
     apply_force_yml(opt, force_yml, opt_path)
     if model:
         opt.setdefault('path', {})['pretrain_network_g'] = model_file(model)
+    if onnx:  # the ONNX model replaces network_g and its weights; it must upscale by the options' scale
+        if model:
+            raise OptionError(f'--onnx {onnx} and --model {model}: test one model at a time')
+        if not os.path.isfile(onnx):
+            raise OptionError(f'--onnx {onnx}: not found')
+        opt['network_g'] = {'type': 'OnnxNetwork', 'path': os.path.abspath(onnx), 'upscale': opt.get('scale')}
+        opt.setdefault('path', {}).pop('pretrain_network_g', None)
+        if precision != 'fp32':
+            raise OptionError(f'--onnx {onnx}: runs as the model was exported; --precision {precision} does not apply')
     if precision != 'fp32':
         opt.setdefault('val', {})['precision'] = precision
         if opt.get('model_type') == 'SRModel':
@@ -73,7 +86,8 @@ def load_test_options(opt_path, force_yml=None, datasets_root=None, precision='f
 def main(argv=None):
     args = parse_args(argv)
     try:
-        opt, root = load_test_options(args.opt, args.force_yml, args.datasets_root, args.precision, args.model)
+        opt, root = load_test_options(args.opt, args.force_yml, args.datasets_root, args.precision, args.model,
+                                      args.onnx)
     except (OptionError, ValueError) as e:
         print(f'error: {e}', file=sys.stderr)
         return 2

@@ -126,6 +126,21 @@ def tiny_options(tmp_path, stage_iters=(4, 4, 4), save_freq=2, scale=4, extra_st
     return path, tmp_path / 'experiments' / 'tiny'
 
 
+def tiny_test_options(tmp_path, name, path, model_type='WarmStartModel', metrics=None):
+    """A test option file (python -m rlfn_arch.test) for the tiny x4 RLFN on one or two tiny pairs; returns its
+    path. ``path``: its ``path`` section (``root`` is set to ``tmp_path``)."""
+    hr, lr = make_pairs(str(tmp_path / 'set'), n=2, size=(64, 64), scale=4)
+    opt = {'name': name, 'model_type': model_type, 'scale': 4, 'num_gpu': 0,
+           'datasets': {'test_1': {'name': 't', 'type': 'PairedImageDataset', 'dataroot_gt': hr, 'dataroot_lq': lr,
+                                   'filename_tmpl': '{}x4', 'io_backend': {'type': 'disk'}}},
+           'network_g': {'type': 'RLFN', 'upscale': 4, 'feature_channels': 8, 'mid_channels': 8, 'num_blocks': 1},
+           'path': {'root': str(tmp_path), **path},
+           'val': {'save_img': False, **({'metrics': metrics} if metrics else {})}}
+    out = tmp_path / f'{name}.yml'
+    out.write_text(yaml.safe_dump(opt))
+    return out
+
+
 def logs(stage_dir):
     """Every training log of a stage folder, concatenated."""
     return '\n'.join(open(p).read() for p in sorted(glob.glob(os.path.join(stage_dir, 'train_*.log'))))

@@ -5,6 +5,7 @@ Kept beside the architecture (spandrel's manner): everything that knows how RLFN
 and shaped lives here, so a new variant changes one folder. ``python -m rlfn_arch.convert`` is the
 command-line front of :func:`convert`.
 """
+import copy
 import json
 import math
 import os
@@ -21,6 +22,7 @@ from rlfn_arch.utils.checkpoint import (
     safe_load,
     save_safetensors,
     select_weights,
+    split_quant_state,
     strip_module,
 )
 from rlfn_arch.utils.options import load_options
@@ -37,9 +39,10 @@ SWITCH_DEFAULTS = dict(block='rlfb', esa='trimmed', fuse='none')
 
 
 def normalize_keys(state_dict, path='<state dict>'):
-    """Map any known RLFN key layout (released code, NTIRE 2022 challenge, DDP 'module.') to ours."""
+    """Map any known RLFN key layout (released code, NTIRE 2022 challenge, DDP 'module.') to ours; the state
+    of int8 fake quantizers (a quantization-aware stage's checkpoint) is left out: these are the float weights."""
     out = OrderedDict()
-    for key, value in strip_module(state_dict).items():
+    for key, value in split_quant_state(strip_module(state_dict))[0].items():
         if not hasattr(value, 'shape'):
             raise CheckpointError(f'{path}: entry {key!r} is not a tensor')
         for pattern, repl in _NTIRE_RENAMES:
@@ -129,6 +132,9 @@ def value_range(net):
     the network, fed 255x a smooth test image, returns 255x an upscaled copy of it and the [0, 1] reading
     does not; everything else is read as [0, 1] (BasicSR's range).
     """
+    if getattr(net, 'int8_convs', None):  # prepared for int8 training: the float weights decide, not the 8-bit input
+        from torch.ao.quantization import disable_fake_quant
+        net = copy.deepcopy(net).apply(disable_fake_quant)
     weight = net.conv_1.weight
     x = _smooth_image(net.conv_1.in_channels).to(weight.device, weight.dtype)  # on the network's device
     ref = F.interpolate(x, scale_factor=net.upscale, mode='bicubic', align_corners=False)

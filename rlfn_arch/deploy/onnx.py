@@ -10,6 +10,8 @@ from torch.nn import functional as F
 from rlfn_arch.archs.rlfn_arch import MIN_INPUT_SIZE
 from rlfn_arch.utils.fs import atomic_write
 
+from basicsr.utils.registry import ARCH_REGISTRY
+
 CHECK_SIZES = [(MIN_INPUT_SIZE, MIN_INPUT_SIZE), (17, 23), (64, 64), (120, 80), (256, 256)]
 
 
@@ -129,3 +131,26 @@ def to_fp16(path, out_path):
         raise ImportError('fp16 ONNX conversion needs onnxconverter-common (pip install onnxconverter-common)') from e
     atomic_write(out_path, lambda f: f.write(model.SerializeToString()))
     return out_path
+
+
+@ARCH_REGISTRY.register()
+class OnnxNetwork(torch.nn.Module):
+    """An exported ONNX model (fp32, or int8 from ``rlfn_arch.quantize``) as a BasicSR network: ``network_g:
+    {type: OnnxNetwork, path: FILE}`` runs it with ONNX Runtime on the CPU inside BasicSR's test pipeline
+    (``python -m rlfn_arch.test -opt FILE --onnx MODEL`` sets it). No trainable parameters.
+
+    Args:
+        path (str): the .onnx file.
+        upscale (int | None): the scale it must upscale by (checked against what it does). Default: None.
+        threads (int | None): ONNX Runtime's intra-op threads. Default: ONNX Runtime's choice.
+
+    Shape: (N, 3, H, W) in [0, 1] -> (N, 3, H * upscale, W * upscale), on the input's device.
+    """
+
+    def __init__(self, path, upscale=None, threads=None):
+        super().__init__()
+        self.model = OnnxRLFN(path, threads=threads, scale=upscale)
+        self.upscale = self.model.upscale
+
+    def forward(self, x):
+        return self.model(x).to(x.device)

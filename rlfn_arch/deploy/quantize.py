@@ -1,16 +1,18 @@
-"""int8 post-training static quantization with ONNX Runtime (QDQ, per-channel weights, uint8
-activations), calibrated on a few LR training patches.
+"""int8 ONNX models run by ONNX Runtime (QDQ: per-channel symmetric int8 weights, uint8 activations), two ways.
 
 (library; ``python -m rlfn_arch.quantize --model_path FILE --output model_int8.onnx`` is its front.)
 
-ONNX Runtime's int8 convolutions use VNNI where the CPU has it; PyTorch's eager int8 path cannot run
-ESA's resize and sigmoid in int8 and would fall back and forth, so ONNX Runtime is our int8 path.
-Which layers are int8 was chosen by measurement (official RLFN-S x4, Set5 x4 PSNR-Y, 2 CPU threads;
-docs/deployment.md): quantizing every conv costs 0.45 dB; ESA (gating through a sigmoid), the 1x1
-``c5``, the head, ``conv_2`` and the upsampler are sensitive and cheap, so they stay float; of the three
-3x3 convs per block, ``c1_r`` (which reads the block input, whose range the ESA gating widens) costs the
-most accuracy. Default: ``c2_r`` and ``c3_r`` in int8 with entropy calibration (about -0.06 dB; MinMax:
--0.07 dB), the rest float.
+* **Trained for int8** (:func:`quantize_checkpoint`): the checkpoint of a quantization-aware stage
+  (``train: qat``, :mod:`rlfn_arch.archs.qat`) holds the int8 convs and every activation scale it trained
+  with; they are written into the model as they are (ONNX Runtime's ``TensorQuantOverrides``), so the int8
+  model computes what the stage validated. No calibration data.
+* **Post-training** (:func:`quantize_calibrated`, any float weights, no training): the convs of
+  :data:`PTQ_CONVS` in int8, ranges calibrated on a few LR patches. Which ones was measured (official
+  RLFN-S x4, Set5 x4 PSNR-Y; docs/deployment.md): every conv costs 0.45 dB without training; ``c2_r`` and
+  ``c3_r`` of each block with entropy calibration about 0.06 dB.
+
+ONNX Runtime's int8 convolutions use VNNI / AMX where the CPU has them; PyTorch's eager int8 path cannot
+run ESA's resize and sigmoid in int8 and would fall back and forth, so ONNX Runtime is the int8 path.
 """
 import os
 import tempfile
@@ -18,11 +20,20 @@ import tempfile
 import cv2
 import numpy as np
 
+from rlfn_arch.archs.qat import activation_quantizers, int8_conv_names, int8_preset_of, prepare_qat, qparams
+from rlfn_arch.archs.rlfn_arch import RLFN
+from rlfn_arch.archs.rlfn_weights import detect_config
 from rlfn_arch.data.builders import build_sample_dataset, sample_ready
 from rlfn_arch.data.builders.sample import sample_folder
 from rlfn_arch.data.image_io import list_images, read_image
+from rlfn_arch.utils.checkpoint import split_quant_state, strip_module
 from rlfn_arch.utils.fs import atomic_write
 from rlfn_arch.utils.runtime import project_root
+
+from .onnx import export_onnx
+
+#: The convs post-training quantization puts in int8 by default (:data:`rlfn_arch.archs.qat.INT8_CONVS`).
+PTQ_CONVS = 'blocks'
 
 
 class _PatchReader:
@@ -69,11 +80,31 @@ def calibration_patches(folder=None, n=32, size=96, seed=0):
     return patches
 
 
-KEEP_FLOAT = ('upsampler', 'esa', 'c5', 'conv_1', 'conv_2', 'c1_r')
+def conv_nodes(model, names):
+    """The Conv nodes of ``model`` (an ONNX ModelProto of :func:`rlfn_arch.deploy.onnx.export_onnx`) that read the
+    weights of the convs ``names`` (module names, e.g. ``block_1.c2_r``), in that order.
+
+    Raises:
+        ValueError: a conv the graph does not have.
+    """
+    by_weight = {n.input[1]: n for n in model.graph.node if n.op_type == 'Conv'}
+    nodes = []
+    for name in names:
+        node = by_weight.get(f'net.{name}.weight', by_weight.get(f'{name}.weight'))
+        if node is None:
+            raise ValueError(f'no Conv node of the ONNX graph reads {name}.weight')
+        nodes.append(node)
+    return nodes
 
 
-def quantize(fp32_onnx, out_path, patches, keep_float=KEEP_FLOAT, op_types=('Conv', ), method='entropy', extra=None,
-             metadata=None):
+def quantize(fp32_onnx, out_path, patches, choose, method='entropy', metadata=None):
+    """ONNX Runtime's static QDQ quantization of ``fp32_onnx`` into ``out_path`` (atomically): per-channel symmetric
+    int8 weights, uint8 activations calibrated on ``patches`` by ``method``; the model's ``metadata`` added.
+
+    Args:
+        choose (callable): ``choose(model) -> (Conv node names, extra_options)`` on the pre-processed ModelProto
+            (which it may edit in place); ``extra_options`` are ONNX Runtime's (e.g. fixed scales).
+    """
     import onnx
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
@@ -81,13 +112,14 @@ def quantize(fp32_onnx, out_path, patches, keep_float=KEEP_FLOAT, op_types=('Con
         pre = os.path.join(tmp, 'pre.onnx')
         quant_pre_process(fp32_onnx, pre, skip_symbolic_shape=True)
         model = onnx.load(pre)
-        exclude = [n.name for n in model.graph.node if any(k in n.name for k in keep_float)]
+        nodes, extra = choose(model)
+        onnx.save(model, pre)
         quantized = os.path.join(tmp, 'int8.onnx')
         quantize_static(pre, quantized, _PatchReader(patches), quant_format=QuantFormat.QDQ,
                         per_channel=True, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
                         calibrate_method={'minmax': CalibrationMethod.MinMax, 'entropy': CalibrationMethod.Entropy,
                                           'percentile': CalibrationMethod.Percentile}[method],
-                        nodes_to_exclude=exclude, op_types_to_quantize=list(op_types), extra_options=extra or {})
+                        nodes_to_quantize=list(nodes), op_types_to_quantize=['Conv'], extra_options=extra or {})
         qmodel = onnx.load(quantized)
         for k, v in (metadata or {}).items():  # what the model says about itself (scale, network, range)
             entry = qmodel.metadata_props.add()
@@ -95,3 +127,89 @@ def quantize(fp32_onnx, out_path, patches, keep_float=KEEP_FLOAT, op_types=('Con
         data = qmodel.SerializeToString()  # the finished model only, atomically: no partial file at out_path
     atomic_write(out_path, lambda f: f.write(data))
     return out_path
+
+
+def quantize_calibrated(net, out_path, patches, convs=PTQ_CONVS, method='entropy', metadata=None):
+    """Post-training int8 (no training): ``net``'s convs ``convs`` (:data:`rlfn_arch.archs.qat.INT8_CONVS`) in
+    int8, activation ranges calibrated on ``patches`` by ``method``."""
+    names = int8_conv_names(net, convs)
+    with tempfile.TemporaryDirectory() as tmp:
+        fp32 = export_onnx(net, os.path.join(tmp, 'fp32.onnx'))
+        return quantize(fp32, out_path, patches, lambda m: ([n.name for n in conv_nodes(m, names)], {}), method=method,
+                        metadata=metadata)
+
+
+def _own_input(model, node):
+    """Give ``node`` its own copy of its input (an Identity), so that quantizing it leaves the other readers of
+    the tensor (a residual addition) in float; returns the copy's name. ONNX Runtime removes the Identity when
+    it optimizes the graph; the quantization of this one edge stays."""
+    import onnx
+    name = f'{node.name}/int8_input'
+    model.graph.node.append(onnx.helper.make_node('Identity', [node.input[0]], [name], name=f'{node.name}/own_input'))
+    node.input[0] = name
+    return name
+
+
+def qat_overrides(net, model):
+    """What a quantization-aware network trained, applied to ``model`` (the ONNX export of its float weights):
+    ``(Conv node names, extra_options)``; each int8 conv's input and output tensor gets the scale and zero point
+    its fake quantizers hold (:func:`rlfn_arch.archs.qat.activation_quantizers`), an input quantized for that
+    conv alone gets its own copy. Edits ``model`` in place (the Identity copies, then sorted topologically)."""
+    quantizers = activation_quantizers(net)
+    nodes, overrides = [], {}
+    for node, (name, (fq_in, fq_out, own)) in zip(conv_nodes(model, list(quantizers)), quantizers.items()):
+        nodes.append(node.name)
+        tensor_in = _own_input(model, node) if own else node.input[0]
+        for tensor, fq in ((tensor_in, fq_in), (node.output[0], fq_out)):
+            try:
+                scale, zero_point = qparams(fq)
+            except ValueError as e:
+                raise ValueError(f'{name}: {e}') from e
+            overrides[tensor] = [{'scale': np.array(scale, np.float32), 'zero_point': np.array(zero_point, np.uint8)}]
+    _sort_nodes(model)
+    return nodes, {'TensorQuantOverrides': overrides, 'QDQDisableWeightAdjustForInt32Bias': True}
+
+
+def _sort_nodes(model):
+    """Order the graph's nodes so that each comes after the nodes making its inputs (ONNX requires it)."""
+    made = {i.name for i in model.graph.input} | {i.name for i in model.graph.initializer} | {''}
+    pending, ordered = list(model.graph.node), []
+    while pending:
+        ready = [n for n in pending if all(i in made for i in n.input)]
+        if not ready:
+            raise ValueError('the ONNX graph has a cycle or an input nothing makes')
+        for n in ready:
+            ordered.append(n)
+            made.update(n.output)
+        pending = [n for n in pending if all(n is not r for r in ready)]
+    del model.graph.node[:]
+    model.graph.node.extend(ordered)
+
+
+def quantize_trained(fp32_onnx, out_path, net, metadata=None):
+    """The int8 model of a quantization-aware network: its float weights (``fp32_onnx``) with exactly the int8
+    convs and activation scales it trained with; weight scales are max |w| / 127 per output channel, as in
+    training. No calibration data is needed (ONNX Runtime's quantizer reads one blank patch to run)."""
+    blank = [np.zeros((net.conv_1.in_channels, 32, 32), np.float32)]
+    return quantize(fp32_onnx, out_path, blank, lambda m: qat_overrides(net, m), method='minmax', metadata=metadata)
+
+
+def trained_int8(state_dict):
+    """The int8 conv set (:data:`rlfn_arch.archs.qat.INT8_CONVS` key) a checkpoint's weights were trained for by a
+    quantization-aware stage, or None for float weights."""
+    return int8_preset_of(strip_module(state_dict))
+
+
+def quantize_checkpoint(state_dict, out_path, metadata=None, source='<state dict>'):
+    """The int8 ONNX model of a quantization-aware stage's weights (``state_dict`` with its quantizers' state):
+    the network rebuilt and prepared as it trained, its float weights exported, its scales written in."""
+    sd = strip_module(state_dict)
+    weights, quant = split_quant_state(sd)
+    cfg = detect_config(weights, source)
+    net = prepare_qat(RLFN(**cfg), int8_preset_of(sd))
+    net.load_state_dict({**weights, **quant}, strict=True)
+    plain = RLFN(**cfg)
+    plain.load_state_dict(weights, strict=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        fp32 = export_onnx(plain, os.path.join(tmp, 'fp32.onnx'))
+        return quantize_trained(fp32, out_path, net.eval(), metadata)

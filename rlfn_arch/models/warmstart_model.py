@@ -20,8 +20,10 @@ Overrides only what SRModel cannot do:
   open on CPU, non-finite weights refused with the tensor's name; an RLFN takes the official files as
   released (key layouts, [0, 255] range: :func:`rlfn_arch.archs.rlfn_weights.adopt_weights`), and
   ``path.cross_scale_g`` warm-starts from another scale.
-* ``model_to_device``: DistributedDataParallel without CUDA ``device_ids`` on CPU (gloo); the network in
-  channels_last layout where ``train: channels_last`` (default ``auto`` in training; testing keeps NCHW) says so.
+* ``model_to_device``: ``train: qat`` puts the network under int8 fake quantization first
+  (:mod:`rlfn_arch.archs.qat`; a resumed stage loads its observed ranges too); DistributedDataParallel
+  without CUDA ``device_ids`` on CPU (gloo); the network in channels_last layout where
+  ``train: channels_last`` (default ``auto`` in training; testing keeps NCHW) says so.
 * ``feed_data`` / ``test``: inputs in the network's layout; validation in ``val: precision`` (default
   fp32, the paper protocol; ``train`` = the training precision), outputs returned as fp32.
 
@@ -40,6 +42,7 @@ import numpy as np
 import torch
 from torch.nn.parallel import DistributedDataParallel
 
+from rlfn_arch.archs.qat import prepare_qat
 from rlfn_arch.archs.rlfn_arch import RLFN
 from rlfn_arch.archs.rlfn_weights import adopt_weights, cross_scale_state
 from rlfn_arch.utils.checkpoint import (
@@ -48,8 +51,10 @@ from rlfn_arch.utils.checkpoint import (
     check_finite,
     safe_load,
     select_weights,
+    split_quant_state,
     strip_module,
 )
+from rlfn_arch.utils.options.schema import qat_settings
 from rlfn_arch.utils.precision import autocast, describe, resolve_channels_last, resolve_precision
 
 from basicsr.losses import build_loss
@@ -125,7 +130,20 @@ class WarmStartModel(SRModel):
         get_root_logger().info(f'Training only {len(names)} tensors: {", ".join(names[:4])}'
                                f'{", ..." if len(names) > 4 else ""}')
 
+    def _int8(self, net):
+        """``train: qat: {convs: ...}``: the network trains with int8 fake quantization
+        (:func:`rlfn_arch.archs.qat.prepare_qat`), set up before its weights load and before DDP wraps it."""
+        qat = (self.opt.get('train') or {}).get('qat') if self.opt.get('is_train') else None
+        if qat is None:
+            return net
+        qat = qat_settings(qat)
+        prepare_qat(net, qat['convs'], qat['calibration_batches'])
+        get_root_logger().info(f'int8 quantization-aware training: {len(net.int8_convs)} convs in int8 '
+                               f'({net.int8_preset}), fake quantization in fp32')
+        return net
+
     def model_to_device(self, net):
+        net = self._int8(net)
         self._freeze(net)
         if self._layout()[2]:
             net = net.to(memory_format=torch.channels_last)
@@ -326,9 +344,12 @@ class WarmStartModel(SRModel):
                 logger.info(f'Across scales: {note}')
             return
         if strict and isinstance(net, RLFN):  # official key layouts and the [0, 255] range, decided in one place
-            _, factor = adopt_weights(load_net, net, load_path)
+            sd, factor = adopt_weights(load_net, net, load_path)
             if factor != 1:
                 logger.info(f'{load_path} works in [0, {factor:g}] (an official file as released): folded into [0, 1]')
+            quant = split_quant_state(load_net)[1]
+            if quant and getattr(net, 'int8_convs', None):  # resuming int8 training: its observed ranges too
+                net.load_state_dict({**sd, **quant}, strict=True)
             return
         if not strict:  # strict_load_g: false loads what fits and names the rest (as BasicSR does)
             own = net.state_dict()

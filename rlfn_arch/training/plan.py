@@ -21,14 +21,16 @@ import torch
 from rlfn_arch.utils.checkpoint import CheckpointError, network_fit_problem, safe_load, select_weights
 from rlfn_arch.utils.fs import require_real_folder_inside
 from rlfn_arch.utils.options import OptionError, freeze, load_options, thaw
-from rlfn_arch.utils.options.schema import LOSS_KEYS
+from rlfn_arch.utils.options.schema import LOSS_KEYS, qat_settings
 from rlfn_arch.utils.precision import resolve_precision
 from rlfn_arch.utils.runtime import finalize
 
 from .records import STAGES_JSON, StageRecords, find_resume_state
 
 #: Files the runner writes into the experiment folder: a stage may not be named like one of them.
-RESERVED_NAMES = (STAGES_JSON, 'net_g_final.pth', 'net_g_final.safetensors')
+#: The int8 model a run whose last stage trained for int8 (``train: qat``) ends with.
+INT8_FINAL = 'net_g_final_int8.onnx'
+RESERVED_NAMES = (STAGES_JSON, 'net_g_final.pth', 'net_g_final.safetensors', INT8_FINAL)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -78,6 +80,7 @@ class StagePlan:
         mode = o['path'].get('cross_scale_g')
         across = f', across scales (upsampler.0: {mode})' if mode else ''
         only = f'; trains only {", ".join(train["trainable_g"])}*' if train.get('trainable_g') else ''
+        only += f'; int8 convs {qat_settings(train["qat"])["convs"]} (quantization-aware)' if train.get('qat') else ''
         return '\n'.join([
             f'stage {self.index + 1}: {self.label}  [{what}]',
             f'  folder      {self.folder}',
@@ -174,8 +177,9 @@ def _stage_plan(k, stage, opt, ctx, prev):
     archive = (not skip and resume_path is None and ctx['auto_resume'] and osp.isdir(folder)
                and any(e != STAGES_JSON for e in os.listdir(folder)))
     # decided once, here: the model trains in the plan's precision (written into its options)
-    precision = opt['train']['precision'] = resolve_precision(opt['train'].get('precision'),
-                                                               'cuda' if opt['num_gpu'] else 'cpu')
+    # an int8 (quantization-aware) stage trains in fp32: the int8 model's float operations are fp32
+    asked = 'fp32' if opt['train'].get('qat') else opt['train'].get('precision')
+    precision = opt['train']['precision'] = resolve_precision(asked, 'cuda' if opt['num_gpu'] else 'cpu')
     return StagePlan(index=k, label=label, folder=folder, options=freeze(opt), init_from=init_from,
                      init_key=init_key, init_kind=kind, resume_state=resume_path, precision=precision, skip=skip,
                      archive_first=archive)
@@ -204,7 +208,8 @@ def build_plans(raw, stage_list, root, source, auto_resume=False, rank=0, world=
     exp_root = osp.join(experiments, name)
     require_real_folder_inside(exp_root, experiments, 'use')
     for stage, _ in stage_list:
-        if stage in RESERVED_NAMES or (stage or '').endswith(('.pth', '.json', '.safetensors', '.state', '.log')):
+        if stage in RESERVED_NAMES or (stage or '').endswith(('.pth', '.json', '.safetensors', '.state', '.log',
+                                                              '.onnx')):
             raise OptionError(f'{source}: stages: {stage!r} is the name of a file the runner writes into the '
                               'experiment folder; give the stage another name')
     entries = raw.get('stages') or [None]

@@ -15,15 +15,17 @@ from os import path as osp
 import torch
 import torch.distributed as dist
 
-from rlfn_arch.archs.rlfn_weights import detect_config, save_weights
+from rlfn_arch.archs.rlfn_weights import detect_config, model_metadata, save_weights
 from rlfn_arch.basicsr_seam import run_stage
 from rlfn_arch.data.sampler import ResumableSampler
-from rlfn_arch.utils.checkpoint import CheckpointError, atomic_save, safe_load
+from rlfn_arch.utils.checkpoint import CheckpointError, atomic_save, safe_load, split_quant_state
 from rlfn_arch.utils.fs import ExperimentLock, LockedError, remove_stale_tmp, rename_inside
 from rlfn_arch.utils.options import thaw
+from rlfn_arch.utils.options.schema import qat_settings
 
 from .curves import CURVES_FILE, write_plot
 from .distributed import barrier, check_replicas
+from .plan import INT8_FINAL
 from .records import STAGES_JSON, StageRecords
 from .report import bicubic_baseline, print_summary
 
@@ -82,6 +84,20 @@ def _resume_cleanup(plan, records):
             print(f'[{plan.label}] removed {f} (a write interrupted by the kill)', flush=True)
 
 
+def _finish_int8(state_dict, path, opt, source):
+    """The last stage trained for int8 (``train: qat``): its int8 ONNX model beside the weights, or why not."""
+    try:
+        from rlfn_arch.deploy.quantize import quantize_checkpoint
+        cfg = detect_config(split_quant_state(state_dict)[0])
+        quantize_checkpoint(state_dict, path, model_metadata(
+            cfg, source=osp.basename(source), precision='int8 (QDQ)', int8=qat_settings(opt['train']['qat'])['convs']))
+        print(f'int8 model: {path} (python -m rlfn_arch.infer --onnx {path} ...)', flush=True)
+    except ImportError:
+        print(f'int8 model: not written, onnx / onnxruntime are not installed (pip install "rlfn-basicsr[export]"); '
+              f'then python -m rlfn_arch.quantize --model_path {osp.join(osp.dirname(path), "net_g_final.pth")} '
+              f'--output {path}', flush=True)
+
+
 def _finish(records, plans, exp_root, source):
     """Rank 0: the last stage's model as net_g_final.pth and net_g_final.safetensors (the weights the stage
     validated with: its EMA when it kept one; with metadata), bicubic on the validation set, the summary."""
@@ -91,13 +107,15 @@ def _finish(records, plans, exp_root, source):
     atomic_save(ckpt, final_path)
     opt = thaw(last.options)
     metrics = records.get(last.label).get('metrics', {})
-    weights = ckpt.get('params_ema', ckpt['params'])
+    weights, quant = split_quant_state(ckpt.get('params_ema', ckpt['params']))  # float weights; int8 state below
     try:
         save_weights(weights, osp.join(exp_root, 'net_g_final.safetensors'), detect_config(weights),
                      option_file=osp.basename(source), stages=[p.label for p in plans], val_psnr=metrics.get('psnr'),
                      weights='params_ema' if 'params_ema' in ckpt else 'params')
     except CheckpointError as e:  # a network_g that is not RLFN-shaped: the .pth is the final model
         print(f'note: no net_g_final.safetensors ({e})', flush=True)
+    if quant:
+        _finish_int8(ckpt['params'], osp.join(exp_root, INT8_FINAL), opt, source)
     records.update(last.label, final_model=final_path)
     baseline = bicubic_baseline(opt)
     records.data['bicubic'] = baseline

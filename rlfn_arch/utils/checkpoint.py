@@ -7,6 +7,8 @@ project goes through :func:`safe_load` (``weights_only=True``) and :func:`atomic
 import copy
 import io
 import os
+import re
+from collections import OrderedDict
 
 import torch
 
@@ -83,13 +85,32 @@ def safe_load(path, map_location='cpu'):
         raise CheckpointError(f'{path}: cannot be loaded safely as a torch checkpoint: {first}') from e
 
 
+#: The state of int8 fake quantizers (quantization-aware training, :mod:`rlfn_arch.archs.qat`) in a state dict:
+#: not weights; float loaders leave it out (:func:`split_quant_state`).
+QUANT_KEY_RE = re.compile(r'(^|\.)(input_fq|output_fq|weight_fake_quant)\.')
+#: An observer's range before it has seen data is (+inf, -inf) by PyTorch's convention: not a broken value.
+_UNOBSERVED_RE = re.compile(r'activation_post_process\.(min_val|max_val)$')
+
+
+def split_quant_state(state_dict):
+    """``(weights, quantizer state)``: a state dict split into its float weights and its int8 fake quantizers'
+    state (empty for a float checkpoint). Both are ordered dicts."""
+    weights, quant = OrderedDict(), OrderedDict()
+    for k, v in state_dict.items():
+        (quant if QUANT_KEY_RE.search(k) else weights)[k] = v
+    return weights, quant
+
+
 def check_finite(state_dict, path='<state dict>'):
     """Raise :class:`CheckpointError` naming the first floating-point tensor with NaN or Inf values.
 
     A network with non-finite weights produces non-finite (after clamping: black) images; every
     entry point refuses such weights when it loads them instead of writing garbage with exit code 0.
+    An int8 observer that has seen no data yet holds (+inf, -inf) by PyTorch's convention; that is allowed.
     """
     for name, value in state_dict.items():
+        if _UNOBSERVED_RE.search(name) and QUANT_KEY_RE.search(name):
+            continue
         if torch.is_tensor(value) and value.is_floating_point() and not bool(torch.isfinite(value).all()):
             bad = int((~torch.isfinite(value)).sum())
             raise CheckpointError(f'{path}: tensor {name} has {bad} non-finite value(s) (NaN or Inf); '
@@ -139,7 +160,7 @@ def network_fit_problem(state_dict, network_opt):
     unexpected or differently shaped tensor, in the network's order; None when it fits."""
     if not isinstance(state_dict, dict):
         return 'it holds no state dict'
-    sd = strip_module(state_dict)
+    sd = split_quant_state(strip_module(state_dict))[0]  # int8 quantizer state is not weights
     own = build_network(copy.deepcopy(dict(network_opt))).state_dict()
     for k, v in own.items():
         if k not in sd:

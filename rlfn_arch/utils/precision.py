@@ -23,6 +23,10 @@ from .report import cpu_name, cpuinfo_field
 PRECISIONS = ('auto', 'fp32', 'bf16', 'fp16')
 #: CPU flags (``/proc/cpuinfo``) of native bf16 arithmetic: AVX512_BF16 (Cooper Lake, Zen 4 and later) or AMX.
 NATIVE_BF16_FLAGS = frozenset({'avx512_bf16', 'amx_bf16'})
+#: CPU flags of int8 dot-product instructions (what int8 convolutions are fast with), by the name people use.
+INT8_DOT_FLAGS = {'amx_int8': 'AMX-INT8', 'avx512_vnni': 'AVX512-VNNI', 'avx_vnni': 'AVX-VNNI'}
+#: The same for bf16 arithmetic.
+BF16_FLAGS = {'amx_bf16': 'AMX-BF16', 'avx512_bf16': 'AVX512_BF16'}
 DTYPES = {'bf16': torch.bfloat16, 'fp16': torch.float16}
 _warned = set()
 
@@ -30,6 +34,15 @@ _warned = set()
 def cpu_flags():
     """The CPU feature flags from /proc/cpuinfo (empty where it is not readable)."""
     return set((cpuinfo_field('flags') or '').split())
+
+
+def cpu_instruction_sets():
+    """What this CPU has for fast low precision: ``{'int8': [...], 'bf16': [...], 'simd': 'AVX-512' | 'AVX2' |
+    ...}`` (names as people use them; empty lists where it has none or /proc/cpuinfo is not readable)."""
+    flags = cpu_flags()
+    simd = 'AVX-512' if 'avx512f' in flags else 'AVX2' if 'avx2' in flags else 'AVX' if 'avx' in flags else 'other'
+    return {'int8': [v for k, v in INT8_DOT_FLAGS.items() if k in flags],
+            'bf16': [v for k, v in BF16_FLAGS.items() if k in flags], 'simd': simd}
 
 
 def native_bf16(device):

@@ -72,3 +72,22 @@ def test_the_position_is_saved_with_the_state_and_survives_a_data_change(tmp_pat
     twice, out2, _ = _kill_grow_resume(tmp_path / 'twice', [('s1', 25), ('s1', 50)])
     assert 'changed' not in out2
     assert all(torch.equal(twice[k], once[k]) for k in once)
+
+
+def test_an_int8_stage_killed_mid_epoch_resumes_bit_identical_ranges_included(tmp_path):
+    """The quantization-aware stage resumes like any stage: weights and every quantizer's observed range end
+    as in the run that never stopped (the ranges are in the checkpoint; the observers move in training only)."""
+    def options(root):
+        yml, exp = _options(root, iters=(1, 1, 60))
+        edit(yml, lambda o: o['stages'][2]['train'].update(qat={'convs': 'all'}))
+        return yml, exp
+    yml, exp = options(tmp_path / 'full')
+    run_module('rlfn_arch.train', '-opt', yml, subprocess=True)
+    full = _final(exp)
+    yml, exp = options(tmp_path / 'killed')
+    assert start_training_and_kill_at(yml, exp / 's3' / 'training_states' / '50.state')
+    proc = run_module('rlfn_arch.train', '-opt', yml, '--auto_resume', subprocess=True)
+    assert '[s3] resuming from' in proc.stdout
+    final = _final(exp)
+    assert final.keys() == full.keys() and any('output_fq' in k for k in final)
+    assert all(torch.equal(final[k], full[k]) for k in final)

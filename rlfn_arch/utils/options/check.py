@@ -19,6 +19,7 @@ from .schema import (
     _METRIC_COMMON,
     _PAIRED,
     _PATH,
+    _QAT,
     _STAGE,
     _STRING_KEYS,
     _TOP,
@@ -26,8 +27,11 @@ from .schema import (
     _VAL,
     _WANDB,
     CROSS_SCALE_MODES,
+    INT8_CONV_SETS,
     LOSS_KEYS,
     name_problem,
+    qat_problem,
+    qat_settings,
 )
 
 
@@ -310,6 +314,7 @@ def _check_train(opt, ck):
     elif trainable and ck.network is not None and \
             not any(n.startswith(tuple(trainable)) for n, _ in ck.network.named_parameters()):
         ck.err('train.trainable_g', f'{trainable!r}: no parameter of network_g starts with these (e.g. upsampler.0.)')
+    _check_qat(opt, train, ck)
     if train.get('precision', 'auto') not in PRECISIONS:
         ck.err('train.precision', f'{train["precision"]!r}: expected {", ".join(PRECISIONS)}')
     if train.get('channels_last', 'auto') not in ('auto', True, False):
@@ -318,6 +323,32 @@ def _check_train(opt, ck):
             and opt.get('model_type') != 'WarmStartModel':
         ck.err('train.precision', f'needs model_type: WarmStartModel (model_type is {opt.get("model_type")!r}, '
                'which trains in fp32 NCHW only)')
+
+
+def _check_qat(opt, train, ck):
+    """``train.qat: {convs: all | body | blocks, calibration_batches: 100}``: int8 fake quantization (RLFN's
+    layout, no EMA copy, fp32)."""
+    qat = train.get('qat')
+    if qat is None:
+        return
+    if not isinstance(qat, dict):
+        ck.err('train.qat', f'{qat!r}: expected a mapping, e.g. {{convs: all}}')
+        return
+    ck.keys(qat, _QAT, 'train.qat')
+    _positive_int(qat.get('calibration_batches'), ck, 'train.qat.calibration_batches')
+    if qat_settings(qat)['convs'] not in INT8_CONV_SETS:
+        ck.err('train.qat.convs', f'{qat.get("convs")!r}: expected one of {", ".join(INT8_CONV_SETS)}')
+    problem = qat_problem(opt.get('network_g'))
+    if problem:
+        ck.err('train.qat', problem)
+    if train.get('ema_decay', 0):
+        ck.err('train.qat', f'needs train.ema_decay: 0 (it is {train["ema_decay"]}): the EMA copy is a float network '
+               'that never sees the int8 ranges, so its validation and weights would not be the int8 model')
+    if opt.get('model_type') != 'WarmStartModel':
+        ck.err('train.qat', f'needs model_type: WarmStartModel (model_type is {opt.get("model_type")!r})')
+    if train.get('precision', 'auto') not in ('auto', 'fp32'):
+        ck.err('train.qat', f'trains in fp32 (train.precision is {train["precision"]!r}): the int8 model computes '
+               'its float operations in fp32; use precision: auto or fp32')
 
 
 def _check_val(val, ck):

@@ -23,7 +23,19 @@ _IO_BACKEND = {'type', 'db_paths', 'client_keys'}
 #: The loss sections of ``train`` (BasicSR's two and the contrastive loss), in logging order.
 LOSS_KEYS = ('pixel_opt', 'perceptual_opt', 'contrastive_opt')
 _TRAIN_BASE = {'ema_decay', 'optim_g', 'scheduler', 'total_iter', 'warmup_iter', 'pixel_opt', 'perceptual_opt',
-               'contrastive_opt', 'max_nonfinite', 'precision', 'channels_last', 'trainable_g'}
+               'contrastive_opt', 'max_nonfinite', 'precision', 'channels_last', 'trainable_g', 'qat'}
+#: ``train.qat`` (quantization-aware training, :mod:`rlfn_arch.archs.qat`): which convs train in int8.
+_QAT = {'convs', 'calibration_batches'}
+#: ``train.qat.convs``: the sets of convs an int8 model can run in int8 (defined in :mod:`rlfn_arch.archs.qat`).
+INT8_CONV_SETS = ('all', 'body', 'block_3x3', 'blocks')
+
+
+def qat_settings(qat):
+    """``train.qat`` with its defaults: the convs in int8 (``block_3x3``: the fastest set within 0.10 dB of fp32
+    on Set5 and Set14 x4, docs/int8.md) and the training batches that calibrate the activation ranges (100)."""
+    return {'convs': 'block_3x3', 'calibration_batches': 100, **(qat or {})}
+
+
 _VAL = {'val_freq', 'save_img', 'suffix', 'pbar', 'metrics', 'bicubic_baseline', 'precision'}
 _PATH = {'pretrain_network_g', 'param_key_g', 'strict_load_g', 'resume_state', 'experiments_root', 'models',
          'training_states', 'log', 'visualization', 'results_root', 'root', 'save_init',
@@ -43,6 +55,17 @@ CROSS_SCALE_MODES = ('resample', 'fresh')
 #: Experiment and stage names become folder names: letters, digits, '_', '-', '.', not starting with '.'.
 NAME_RE = re.compile(r'^[A-Za-z0-9_-][A-Za-z0-9_.-]{0,127}$')
 _FLOAT_RE = re.compile(r'^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$')
+
+
+def qat_problem(network_opt):
+    """Why ``network_g`` cannot train with int8 fake quantization, or None: RLFN's own layout only (the places
+    where the int8 model quantizes a tensor are known for it)."""
+    net = network_opt if isinstance(network_opt, dict) else {}
+    switches = {k: net.get(k, d) for k, d in (('block', 'rlfb'), ('esa', 'trimmed'), ('fuse', 'none'))}
+    if net.get('type') != 'RLFN' or switches != {'block': 'rlfb', 'esa': 'trimmed', 'fuse': 'none'}:
+        return (f'network_g type {net.get("type")} with {switches}: int8 training supports RLFN\'s own layout '
+                '(type RLFN, block rlfb, esa trimmed, fuse none)')
+    return None
 
 
 def name_problem(value):

@@ -194,14 +194,12 @@ def test_export_a_checkpoint_trained_by_our_trainer(tmp_path):
 def test_int8_runs_and_stays_within_a_psnr_bound(tmp_path):
     import onnxruntime as ort
 
-    from rlfn_arch.deploy.onnx import export_onnx
-    from rlfn_arch.deploy.quantize import quantize
+    from rlfn_arch.deploy.quantize import quantize_calibrated
     torch.manual_seed(0)
     net = RLFN(upscale=2, feature_channels=8, num_blocks=1).eval()
     rng = np.random.default_rng(0)
     smooth = [cv2.resize(rng.random((6, 6, 3)).astype(np.float32), (32, 32)).transpose(2, 0, 1) for _ in range(6)]
-    fp32 = export_onnx(net, str(tmp_path / 'fp32.onnx'))
-    int8 = quantize(fp32, str(tmp_path / 'int8.onnx'), smooth[:4])
+    int8 = quantize_calibrated(net, str(tmp_path / 'int8.onnx'), smooth[:4])
     sess = ort.InferenceSession(int8, providers=['CPUExecutionProvider'])
     x = smooth[5][None]
     with torch.no_grad():

@@ -4,16 +4,15 @@ file the run did not create left as it was: the pattern of all the safety tests.
 import glob
 import os
 
-import yaml
 from helpers import (
     corrupt_middle,
     edit,
     lmdb_options,
-    make_pairs,
     run_module,
     snapshot,
     tiny_ckpt,
     tiny_options,
+    tiny_test_options,
     train_main,
     truncate,
 )
@@ -81,16 +80,8 @@ def test_nan_pretrain_weights_are_refused_for_training_and_testing_before_any_fo
     proc = run_module('rlfn_arch.train', '-opt', yml, check=False)
     assert proc.returncode == 2 and 'does not fit network_g' in proc.stderr
     # python -m rlfn_arch.test
-    hr, lr = make_pairs(str(tmp_path / 'set'), n=1, size=(64, 64), scale=4)
-    test_opt = {'name': 'nan_test', 'model_type': 'WarmStartModel', 'scale': 4, 'num_gpu': 0,
-                'datasets': {'test_1': {'name': 't', 'type': 'PairedImageDataset', 'dataroot_gt': hr,
-                                        'dataroot_lq': lr, 'filename_tmpl': '{}x4', 'io_backend': {'type': 'disk'}}},
-                'network_g': {'type': 'RLFN', 'upscale': 4, 'feature_channels': 8, 'mid_channels': 8,
-                              'num_blocks': 1},
-                'path': {'root': str(tmp_path), 'pretrain_network_g': str(bad), 'strict_load_g': True},
-                'val': {'save_img': False}}
-    (tmp_path / 'test.yml').write_text(yaml.safe_dump(test_opt))
-    proc = run_module('rlfn_arch.test', '-opt', tmp_path / 'test.yml', check=False)
+    test_yml = tiny_test_options(tmp_path, 'nan_test', {'pretrain_network_g': str(bad), 'strict_load_g': True})
+    proc = run_module('rlfn_arch.test', '-opt', test_yml, check=False)
     assert proc.returncode == 2 and 'block_1.c1_r.weight' in proc.stderr
 
 

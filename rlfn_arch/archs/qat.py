@@ -1,0 +1,246 @@
+"""Quantization-aware training (QAT) for RLFN: PyTorch's own fake quantization (``torch.ao.quantization``)
+placed where ONNX Runtime's int8 model quantizes, so that what the stage trains is what runs.
+
+Which convs run in int8 is one of :data:`INT8_CONVS` (``all``, ``body``, ``blocks``). For each of them:
+
+* its weight: per output channel, symmetric int8 in [-127, 127] (scale = max |w| / 127, recomputed at every
+  forward: ``torch.ao.nn.qat.Conv2d`` with a moving-average observer of constant 1);
+* its output tensor: per tensor, asymmetric uint8 in [0, 255] (an int8 conv's output is uint8 for every
+  reader, as in ONNX Runtime's QLinearConv), its range calibrated on the stage's first training batches
+  (:class:`ActivationFakeQuant`: a histogram, the range of least quantization error) and then frozen, while
+  the weights train to it;
+* its input, unless an int8 conv made it: quantized on the way into this conv only (other readers, such as a
+  block's residual addition, keep the float tensor; the export gives the conv its own copy of the tensor to
+  quantize).
+
+The network's input and output are 8-bit images: their quantizers are fixed to step 1/255 on [0, 1], which
+loses nothing an 8-bit image holds (the output is rounded and clipped to [0, 1] when it is saved anyway) and
+can never clip a bright or dark image the way an observed range of a few training patches would.
+
+:func:`activation_quantizers` names, for each int8 conv, the quantizers of its input and output;
+:mod:`rlfn_arch.deploy.quantize` writes exactly these scales into the ONNX model.
+
+Fake quantization runs in fp32 whatever the training precision (autocast is off inside). Weights are int8
+from the start; an activation quantizer that has not seen a training batch yet does nothing (a network just
+prepared, or loaded from float weights, keeps float activations until its first training step calibrates them).
+The quantizers' state (scales, observed ranges) is in the state dict, so checkpoints, resume and DDP (buffers
+broadcast from rank 0) keep it; float weights (an official file, a previous stage) load into a prepared
+network as they are.
+"""
+import re
+
+import torch
+import torch.ao.nn.qat as nnqat
+from torch import nn
+from torch.ao.quantization import FakeQuantize, FixedQParamsFakeQuantize, QConfig
+from torch.ao.quantization.observer import (
+    FixedQParamsObserver,
+    HistogramObserver,
+    MovingAveragePerChannelMinMaxObserver,
+)
+
+from rlfn_arch.utils.checkpoint import QUANT_KEY_RE
+from rlfn_arch.utils.options.schema import INT8_CONV_SETS, qat_problem
+
+#: Which convs run in int8 (names as in the state dict; ``block_*`` stands for every block).
+#: ``all``: every conv. ``body``: all but the first and the last (``conv_1``, ``upsampler.0``).
+#: ``block_3x3``: the three 3x3 convs of each block (``c1_r``, ``c2_r``, ``c3_r``: 84% of RLFN-S's multiply-adds).
+#: ``blocks``: the second and third 3x3 conv of each block (``c2_r``, ``c3_r``), the post-training default.
+INT8_CONVS = {
+    'all': lambda name: True,
+    'body': lambda name: name not in ('conv_1', 'upsampler.0'),
+    'block_3x3': lambda name: re.fullmatch(r'block_\d+\.c[123]_r', name) is not None,
+    'blocks': lambda name: re.fullmatch(r'block_\d+\.c[23]_r', name) is not None,
+}
+if tuple(INT8_CONVS) != INT8_CONV_SETS:  # the option check (floor 0) lists the same names
+    raise ImportError(f'INT8_CONVS {tuple(INT8_CONVS)} and the schema\'s INT8_CONV_SETS {INT8_CONV_SETS} differ')
+#: Activation range: uint8, asymmetric (ONNX Runtime's activation type).
+ACT_RANGE = dict(quant_min=0, quant_max=255, dtype=torch.quint8, qscheme=torch.per_tensor_affine)
+#: Weight range: int8 per output channel, symmetric in [-127, 127] (ONNX Runtime's symmetric int8 weights).
+WEIGHT_RANGE = dict(quant_min=-127, quant_max=127, dtype=torch.qint8, qscheme=torch.per_channel_symmetric, ch_axis=0)
+
+
+class ActivationFakeQuant(FakeQuantize):
+    """A uint8 per-tensor fake quantizer whose range is calibrated on the first ``calibration_batches`` training
+    batches (``HistogramObserver``: the range that minimizes the quantization error over everything seen, so a
+    few large values do not coarsen the step for all the others) and then frozen for the rest of training;
+    eval mode never moves it. It passes its input through until it has observed once. The number of batches
+    seen is state (``batches``), so a resumed stage continues the calibration or keeps the frozen range.
+
+    Args:
+        calibration_batches (int): training batches that calibrate the range. Default: 100.
+
+    Shape: any tensor, returned as fp32.
+    """
+
+    def __init__(self, calibration_batches=100):
+        super().__init__(observer=HistogramObserver, **ACT_RANGE)
+        self.calibration_batches = calibration_batches
+        self.register_buffer('batches', torch.zeros(1, dtype=torch.long))
+        self.disable_fake_quant()  # nothing observed yet: pass through
+
+    def train(self, mode=True):
+        super().train(mode)
+        self.enable_observer(mode and int(self.batches[0]) < self.calibration_batches)
+        return self
+
+    def forward(self, x):
+        x = x.float()
+        calibrating = self.training and int(self.batches[0]) < self.calibration_batches
+        if calibrating:
+            self.batches += 1
+            self.enable_observer()
+            self.enable_fake_quant()  # observed from this batch on: quantizes
+        out = super().forward(x)
+        if calibrating and int(self.batches[0]) >= self.calibration_batches:
+            self.disable_observer()  # calibrated: the range is frozen from here on
+        return out
+
+    def reset(self):
+        """Forget the observed range (new float weights: the next training batches calibrate again)."""
+        self.disable_fake_quant()
+        self.batches.zero_()
+        observer = self.activation_post_process
+        observer.histogram.zero_()
+        observer.min_val.fill_(float('inf'))
+        observer.max_val.fill_(float('-inf'))
+        self.scale.fill_(1.0)
+        self.zero_point.zero_()
+
+
+def _qconfig():
+    weight = FakeQuantize.with_args(observer=MovingAveragePerChannelMinMaxObserver, averaging_constant=1.0,
+                                    **WEIGHT_RANGE)
+    return QConfig(activation=ActivationFakeQuant, weight=weight)
+
+
+def image_fake_quant():
+    """The quantizer of the network's input and output: an 8-bit image in [0, 1], step 1/255, zero point 0
+    (fixed)."""
+    return FixedQParamsFakeQuantize(observer=FixedQParamsObserver.with_args(scale=1.0 / 255, zero_point=0,
+                                                                           dtype=torch.quint8, quant_min=0,
+                                                                           quant_max=255))
+
+
+class QATConv2d(nnqat.Conv2d):
+    """``torch.ao.nn.qat.Conv2d`` (int8 per-channel weights) whose output is quantized too and, when no int8 conv
+    made it, its input (``input_fq``). Parameter names stay those of ``nn.Conv2d``."""
+
+    @classmethod
+    def from_conv(cls, conv, input_fq, output_fq):
+        conv.qconfig = _qconfig()
+        qat = cls.from_float(conv)
+        del conv.qconfig
+        qat.input_fq = input_fq
+        qat.output_fq = output_fq
+        return qat.train(conv.training)
+
+    def forward(self, x):
+        with torch.autocast(x.device.type, enabled=False):
+            x = x.float()
+            if self.input_fq is not None:
+                x = self.input_fq(x)
+            return self.output_fq(self._conv_forward(x, self.weight_fake_quant(self.weight), self.bias))
+
+
+def _made_by(net):
+    """For each conv of RLFN's layout: the conv whose output is its input, or None (the network input, an
+    activation, an addition, a pooled or gated tensor)."""
+    made_by = {'conv_1': None, 'conv_2': None, 'upsampler.0': None}
+    for i in range(1, len(net.blocks()) + 1):
+        b = f'block_{i}'
+        made_by.update({f'{b}.c1_r': 'conv_1' if i == 1 else None, f'{b}.c2_r': None, f'{b}.c3_r': None,
+                        f'{b}.c5': None, f'{b}.esa.conv1': f'{b}.c5', f'{b}.esa.conv2': f'{b}.esa.conv1',
+                        f'{b}.esa.conv_f': f'{b}.esa.conv1', f'{b}.esa.conv3': None, f'{b}.esa.conv4': None})
+    return made_by
+
+
+def int8_conv_names(net, convs):
+    """The names of the convs of ``net`` that ``convs`` (a key of :data:`INT8_CONVS`) puts in int8."""
+    if convs not in INT8_CONVS:
+        raise ValueError(f'int8 convs {convs!r}: expected one of {", ".join(INT8_CONVS)}')
+    return [n for n, m in net.named_modules() if isinstance(m, nn.Conv2d) and INT8_CONVS[convs](n)]
+
+
+def _forget_ranges_on_float_load(net, incompatible):
+    """Load post-hook: a state dict without quantizer state (float weights) loads into a prepared network;
+    its activation ranges are forgotten (recalibrated by the next training batch)."""
+    missing = {k for k in incompatible.missing_keys if QUANT_KEY_RE.search(k)}
+    # (an observer's constant eps is never reported missing; FakeQuantize reports scale and zero point twice)
+    own = {k for k in net.state_dict() if QUANT_KEY_RE.search(k) and not k.endswith('.eps')}
+    if missing and missing == own:
+        incompatible.missing_keys[:] = [k for k in incompatible.missing_keys if k not in missing]
+        for m in net.modules():
+            if isinstance(m, ActivationFakeQuant):
+                m.reset()
+
+
+def prepare_qat(net, convs='all', calibration_batches=100):
+    """Put the convs ``convs`` names (:data:`INT8_CONVS`) of an RLFN ``net`` under int8 fake quantization, in
+    place; the weights are kept. Activation ranges are calibrated on the first ``calibration_batches`` training
+    batches, then frozen (:class:`ActivationFakeQuant`). Returns ``net``.
+
+    Raises:
+        ValueError: a network that is not RLFN's layout, an unknown ``convs``, a network prepared already.
+    """
+    cfg = {'type': 'RLFN', 'block': 'rfdb' if hasattr(net.block_1, 'c1_d') else 'rlfb',
+           'esa': 'full' if net.block_1.esa.full else 'trimmed', 'fuse': 'concat' if net.fuse_blocks else 'none'}
+    problem = qat_problem(cfg)
+    if problem:
+        raise ValueError(problem)
+    if getattr(net, 'int8_convs', None):
+        raise ValueError('the network is prepared for int8 training already')
+    names = int8_conv_names(net, convs)
+    made_by = _made_by(net)
+    modules = dict(net.named_modules())
+    for name in names:
+        source = made_by[name]
+        input_fq = None if source in names else image_fake_quant() if name == 'conv_1' else \
+            ActivationFakeQuant(calibration_batches)
+        # the network's output (the pixel shuffle only moves it) is an 8-bit image
+        output_fq = image_fake_quant() if name == 'upsampler.0' else ActivationFakeQuant(calibration_batches)
+        parent, _, attr = name.rpartition('.')
+        setattr(modules[parent] if parent else net, attr, QATConv2d.from_conv(modules[name], input_fq, output_fq))
+    net.int8_convs = tuple(names)
+    net.int8_preset = convs
+    net.register_load_state_dict_post_hook(_forget_ranges_on_float_load)
+    return net
+
+
+def activation_quantizers(net):
+    """For each int8 conv of a prepared ``net``: ``(input quantizer, output quantizer, own input)``; ``own input``
+    is True when the input is quantized for this conv only (else an int8 conv made it, quantized for all)."""
+    modules = dict(net.named_modules())
+    made_by = _made_by(net)
+    out = {}
+    for name in net.int8_convs:
+        conv = modules[name]
+        own = conv.input_fq is not None
+        out[name] = (conv.input_fq if own else modules[made_by[name]].output_fq, conv.output_fq, own)
+    return out
+
+
+def qparams(fq):
+    """``(scale, zero_point)`` of a calibrated activation quantizer as Python numbers.
+
+    Raises:
+        ValueError: the quantizer never saw a training batch.
+    """
+    if int(fq.fake_quant_enabled[0]) == 0:
+        raise ValueError('an activation range was never observed (the network did not train with int8)')
+    return float(fq.scale.reshape(-1)[0]), int(fq.zero_point.reshape(-1)[0])
+
+
+def int8_preset_of(state_dict):
+    """The :data:`INT8_CONVS` key whose convs are the ones ``state_dict`` holds weight quantizers for, or None
+    (float weights)."""
+    convs = sorted({k.split('.weight_fake_quant.')[0] for k in state_dict if '.weight_fake_quant.' in k})
+    if not convs:
+        return None
+    names = sorted(k[:-len('.weight')] for k, v in state_dict.items()
+                   if k.endswith('.weight') and not QUANT_KEY_RE.search(k) and getattr(v, 'dim', lambda: 0)() == 4)
+    for preset, rule in INT8_CONVS.items():
+        if convs == sorted(n for n in names if rule(n)):
+            return preset
+    raise ValueError(f'weight quantizers for {len(convs)} convs ({convs[0]}, ...): not one of the int8 sets '
+                     f'{", ".join(INT8_CONVS)}')

@@ -1,0 +1,173 @@
+"""Quantization-aware training: the fake quantization sits where ONNX Runtime's int8 model quantizes, its state
+travels with the weights, and the exported int8 model computes what the network trained as."""
+import pytest
+import torch
+from torch.nn import functional as F
+
+from rlfn_arch.archs import RLFN
+from rlfn_arch.archs.qat import INT8_CONVS, activation_quantizers, int8_preset_of, prepare_qat, qparams
+from rlfn_arch.utils.checkpoint import split_quant_state
+
+TINY = dict(upscale=2, feature_channels=8, mid_channels=8, num_blocks=2)
+
+
+def _images(n=6, size=24, seed=0):
+    """Smooth images with edges (what SR networks see), (n, 3, size, size) in [0, 1]."""
+    g = torch.Generator().manual_seed(seed)
+    coarse = torch.rand(n, 3, 5, 5, generator=g)
+    return F.interpolate(coarse, size=(size, size), mode='bicubic', align_corners=False).clamp(0, 1)
+
+
+def _trained(convs='all', seed=0):
+    """A tiny RLFN prepared for int8, its ranges observed on a few training-mode batches."""
+    torch.manual_seed(seed)
+    net = prepare_qat(RLFN(**TINY), convs).train()
+    with torch.no_grad():
+        for x in _images(4).split(2):
+            net(x)
+    return net.eval()
+
+
+def test_float_weights_load_strictly_and_activations_stay_float_until_a_training_batch():
+    torch.manual_seed(0)
+    plain = RLFN(**TINY).eval()
+    net = prepare_qat(RLFN(**TINY), 'all').eval()
+    net.load_state_dict(plain.state_dict(), strict=True)  # no quantizer state in a float file: accepted
+    fq = net.block_1.c2_r.input_fq
+    t = torch.randn(1, 8, 6, 6)
+    assert torch.equal(fq(t), t)  # nothing observed yet: passes the float tensor through
+    with torch.no_grad():
+        net.train()(_images(2))
+    scale, zero_point = qparams(fq)
+    q = fq.eval()(t) / scale
+    assert not torch.equal(fq(t), t) and torch.allclose(q, q.round(), atol=1e-4)  # observed: on its int8 grid
+
+
+def test_a_partial_quantizer_state_is_refused():
+    sd = _trained().state_dict()
+    sd.pop('conv_1.output_fq.scale')
+    with pytest.raises(RuntimeError, match='conv_1.output_fq.scale'):
+        prepare_qat(RLFN(**TINY), 'all').load_state_dict(sd, strict=True)
+
+
+def test_outputs_are_8bit_images():
+    """The network's output is quantized to the 8-bit image grid: step 1/255 on [0, 1]."""
+    net = _trained()
+    with torch.no_grad():
+        y = net(_images(1, seed=3) * 1.2)  # PixelShuffle only moves the upsampler's quantized values
+    q = y * 255
+    assert torch.allclose(q, q.round(), atol=1e-3)
+    assert y.min() >= 0 and y.max() <= 1
+
+
+def test_ranges_move_in_training_mode_only():
+    net = _trained()
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    with torch.no_grad():
+        net(_images(2, seed=5) * 3)  # eval: validation and inference never move the ranges
+    assert all(torch.equal(before[k], v) for k, v in net.state_dict().items())
+    with torch.no_grad():
+        net.train()(_images(2, seed=5) * 3)
+    assert not torch.equal(before['conv_1.output_fq.activation_post_process.max_val'],
+                           net.state_dict()['conv_1.output_fq.activation_post_process.max_val'])
+
+
+def test_ranges_freeze_after_the_calibration_batches_and_the_count_is_state():
+    torch.manual_seed(0)
+    net = prepare_qat(RLFN(**TINY), 'all', calibration_batches=2).train()
+    with torch.no_grad():
+        for x in _images(4).split(2):
+            net(x)
+        frozen = {k: v.clone() for k, v in net.state_dict().items()}
+        net(_images(2, seed=9) * 3)  # a third training batch: the weights would train, the ranges stay
+    assert all(torch.equal(frozen[k], v) for k, v in net.state_dict().items())
+    assert int(net.conv_2.input_fq.batches[0]) == 2 and 'conv_2.input_fq.batches' in frozen
+
+
+def test_the_quantizer_state_round_trips_through_a_state_dict():
+    net = _trained()
+    again = prepare_qat(RLFN(**TINY), 'all')
+    again.load_state_dict(net.state_dict(), strict=True)
+    x = _images(2, seed=7)
+    with torch.no_grad():
+        assert torch.equal(again.eval()(x), net(x))
+
+
+@pytest.mark.parametrize('convs', list(INT8_CONVS))
+def test_the_int8_set_is_read_back_from_the_state_dict(convs):
+    net = _trained(convs)
+    assert int8_preset_of(net.state_dict()) == convs
+    weights, quant = split_quant_state(net.state_dict())
+    assert quant and int8_preset_of(weights) is None
+    RLFN(**TINY).load_state_dict(weights, strict=True)  # the float weights are a plain RLFN's
+
+
+def test_inputs_are_quantized_on_the_way_into_the_conv_unless_an_int8_conv_made_them():
+    """A block's input is quantized for c1_r only (the residual addition reads it in float); a tensor an int8
+    conv made is its readers' input as it is (no second rounding); the image input has the 8-bit step."""
+    net = _trained('all')
+    q = activation_quantizers(net)
+    assert q['block_2.c1_r'][0] is net.block_2.c1_r.input_fq and q['block_2.c1_r'][2]
+    assert q['block_1.c1_r'][0] is net.conv_1.output_fq and not q['block_1.c1_r'][2]
+    assert q['block_1.esa.conv1'][0] is net.block_1.c5.output_fq
+    assert q['block_1.esa.conv_f'][0] is q['block_1.esa.conv2'][0] is net.block_1.esa.conv1.output_fq
+    assert q['conv_2'][0] is net.conv_2.input_fq
+    assert qparams(net.conv_1.input_fq) == (pytest.approx(1 / 255), 0)
+    body = _trained('body')
+    assert activation_quantizers(body)['block_1.c1_r'][0] is body.block_1.c1_r.input_fq  # conv_1 is float there
+    with torch.no_grad():
+        feat = net.conv_1(_images(1, seed=2))
+    assert torch.equal(feat, net.conv_1.output_fq(feat))  # an int8 conv's output is on its grid already
+
+
+def test_rfdn_layouts_are_refused_with_the_reason():
+    with pytest.raises(ValueError, match='block rlfb'):
+        prepare_qat(RLFN(**TINY, block='rfdb', esa='full'), 'all')
+
+
+def test_the_int8_onnx_model_computes_what_the_network_trained_as(tmp_path):
+    """ONNX Runtime's int8 kernels on the exported model against the fake-quantized network: the same
+    function up to integer rounding (no systematic difference)."""
+    pytest.importorskip('onnxruntime')
+    from rlfn_arch.deploy.onnx import OnnxRLFN
+    from rlfn_arch.deploy.quantize import quantize_checkpoint
+    net = _trained('all')
+    path = quantize_checkpoint(net.state_dict(), str(tmp_path / 'int8.onnx'))
+    x = _images(2, size=32, seed=11)
+    with torch.no_grad():
+        ref = net(x)
+    got = OnnxRLFN(str(path))(x)
+    diff = (got - ref).abs() * 255  # in grey levels of the 8-bit output
+    assert float(diff.mean()) < 0.5 and float(diff.max()) <= 6
+    import onnx
+    ops = {n.op_type for n in onnx.load(str(path)).graph.node}
+    assert {'QuantizeLinear', 'DequantizeLinear'} <= ops
+    weights = [i for i in onnx.load(str(path)).graph.initializer
+               if i.data_type == onnx.TensorProto.INT8 and len(i.dims) == 4]
+    convs = [m for m in net.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert len(weights) == len(convs)  # every conv's weight is int8
+
+
+def test_a_network_that_never_trained_in_int8_cannot_be_exported(tmp_path):
+    pytest.importorskip('onnxruntime')
+    from rlfn_arch.deploy.quantize import quantize_checkpoint
+    net = prepare_qat(RLFN(**TINY), 'all')
+    with pytest.raises(ValueError, match='never observed'):
+        quantize_checkpoint(net.state_dict(), str(tmp_path / 'int8.onnx'))
+    assert not (tmp_path / 'int8.onnx').exists()
+
+
+def test_official_range_weights_are_detected_and_folded_into_a_prepared_network():
+    """The [0, 255] range is decided by the float weights: the prepared network's 8-bit input quantizer (which
+    clips a 255x probe) must not decide it."""
+    from helpers import shared_path
+
+    from rlfn_arch.archs.rlfn_weights import adopt_weights, convert, detect_config, normalize_keys
+    from rlfn_arch.utils.checkpoint import safe_load, select_weights
+    path = shared_path('weights', 'rlfn_s_x4.pth')
+    raw = normalize_keys(select_weights(safe_load(path), path)[0])
+    net = prepare_qat(RLFN(**detect_config(raw)), 'all')
+    sd, factor = adopt_weights(raw, net, path)
+    expected = convert(path)[0]
+    assert factor == 255 and all(torch.equal(sd[k], expected[k]) for k in expected)
+    assert net.training  # the caller's mode is kept

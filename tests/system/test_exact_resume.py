@@ -78,14 +78,14 @@ def test_an_int8_stage_killed_mid_epoch_resumes_bit_identical_ranges_included(tm
     """The quantization-aware stage resumes like any stage: weights and every quantizer's observed range end
     as in the run that never stopped (the ranges are in the checkpoint; the observers move in training only)."""
     def options(root):
-        yml, exp = _options(root, iters=(1, 1, 60))
-        edit(yml, lambda o: o['stages'][2]['train'].update(qat={'convs': 'all'}))
+        yml, exp = _options(root, iters=(1, 1, 40))  # ranges calibrated on 10 batches, then frozen
+        edit(yml, lambda o: o['stages'][2]['train'].update(qat={'convs': 'all', 'calibration_batches': 10}))
         return yml, exp
     yml, exp = options(tmp_path / 'full')
     run_module('rlfn_arch.train', '-opt', yml, subprocess=True)
     full = _final(exp)
     yml, exp = options(tmp_path / 'killed')
-    assert start_training_and_kill_at(yml, exp / 's3' / 'training_states' / '50.state')
+    assert start_training_and_kill_at(yml, exp / 's3' / 'training_states' / '25.state')  # 25 of 30 batches
     proc = run_module('rlfn_arch.train', '-opt', yml, '--auto_resume', subprocess=True)
     assert '[s3] resuming from' in proc.stdout
     final = _final(exp)

@@ -207,7 +207,11 @@ def quantize_checkpoint(state_dict, out_path, metadata=None, source='<state dict
     weights, quant = split_quant_state(sd)
     cfg = detect_config(weights, source)
     net = prepare_qat(RLFN(**cfg), int8_preset_of(sd))
-    net.load_state_dict({**weights, **quant}, strict=True)
+    try:
+        net.load_state_dict({**weights, **quant}, strict=True)
+    except RuntimeError as e:  # a partial or foreign quantizer state
+        raise ValueError(f'{source}: its int8 quantizer state does not fit the network it trained: '
+                         f'{str(e).strip().splitlines()[-1][:300]}') from e
     plain = RLFN(**cfg)
     plain.load_state_dict(weights, strict=True)
     with tempfile.TemporaryDirectory() as tmp:

@@ -81,3 +81,14 @@ def test_int8_options_that_cannot_work_are_refused_before_anything_is_written(tm
                          o['network_g'].pop('mid_channels'), o['stages'][2].update(train={'qat': {}})))
     proc = run_module('rlfn_arch.train', '-opt', yml, check=False)
     assert proc.returncode == 2 and 'RLFN\'s own layout' in proc.stderr
+
+
+def test_a_damaged_int8_checkpoint_is_refused_and_nothing_is_written(run, tmp_path):
+    _, _, exp = run
+    ckpt = safe_load(exp / 'net_g_final.pth')
+    ckpt['params'].pop('block_1.c2_r.output_fq.scale')
+    torch.save(ckpt, tmp_path / 'damaged.pth')
+    proc = run_module('rlfn_arch.quantize', '--model_path', tmp_path / 'damaged.pth', '--output', tmp_path / 'm.onnx',
+                      check=False)
+    assert proc.returncode == 2 and 'block_1.c2_r.output_fq.scale' in proc.stderr
+    assert not (tmp_path / 'm.onnx').exists()

@@ -29,13 +29,13 @@ setup(
         'safetensors>=0.4',  # binary wheels; reading never unpickles
     ],
     extras_require={
-        # the export / int8 tests run ONNX Runtime, so the test extra includes the export extra
+        # the export / int8 tests run ONNX Runtime and OpenVINO, so the test extra includes both extras
         'test': ['pytest>=7', 'pytest-xdist>=3', 'hypothesis>=6', 'ruff>=0.4', 'onnx>=1.14', 'onnxruntime>=1.18',
-                 'onnxscript', 'onnxconverter-common', 'spandrel==0.4.2', 'matplotlib>=3.5'],
+                 'onnxscript', 'onnxconverter-common', 'spandrel==0.4.2', 'matplotlib>=3.5', 'openvino>=2024.0'],
         # int8 from a quantization-aware checkpoint writes its scales with TensorQuantOverrides (onnxruntime 1.18+)
         'export': ['onnx>=1.14', 'onnxruntime>=1.18', 'onnxscript', 'onnxconverter-common'],
-        # the second CPU runtime benchmarks/inference_cpu.py compares (it reads the same ONNX files)
-        'openvino': ['openvino>=2024.0'],
+        # the second CPU runtime (--runtime openvino in infer / test / benchmark; benchmarks/inference_cpu.py)
+        'openvino': ['openvino>=2024.0', 'onnx>=1.14'],
         # chaiNNer / ComfyUI's loader; 0.4.2 is a pure-Python wheel (rlfn_arch.integrations.spandrel)
         'spandrel': ['spandrel==0.4.2'],
         # the training-curves plot written at the end of every run (training/curves.py)

@@ -2,16 +2,22 @@
 released code's structure, NCHW, no compile), our fp32 fast path (channels_last + compile), bf16 autocast +
 channels_last, ONNX Runtime fp32 and int8 (post-training and, given a quantization-aware checkpoint, trained
 for int8), and OpenVINO (a second CPU runtime, when ``pip install openvino`` has put it here) fp32, bf16 and
-int8 on the same ONNX files. RLFN-S x4 at 256x256 LR by default.
+int8 on the same ONNX files. RLFN-S x4 at 256x256 LR by default; any trained RLFN with ``--model_path``.
 
     python benchmarks/inference_cpu.py [--threads 2] [--runs 10] [--models rlfn_s rlfn rlfn_ntire] \\
-        [--qat experiments/RLFN_S_x4_int8_T91BSD200/net_g_final.pth]
+        [--qat experiments/RLFN_S_x4_int8_T91BSD200/net_g_final.pth] [--model_path FILE ...]
 
 For each path: median ms per image, speed-up over eager, max abs difference to eager (in [0, 1]), the share of
 this CPU's peak *in that path's precision* (2 x MACs / time over the best throughput any runtime here reached
 on a stack of eight 3x3 convs, 64 -> 64 channels at 256x256, in fp32, bf16 or int8: measured, so it is the
-peak this CPU shows, not a datasheet number), and for RLFN-S with the official weights (``../shared``) the PSNR-Y change
-on Set5 and Set14 x4 against eager fp32. The CPU's int8 and bf16 instruction sets are printed and saved.
+peak this CPU shows, not a datasheet number), and for trained weights (RLFN-S with the official x4 weights from
+``../shared``, every ``--model_path``) the PSNR-Y change on Set5 and Set14 at the model's scale against eager
+fp32. The CPU's int8 and bf16 instruction sets are printed and saved.
+
+``ONEDNN_MAX_CPU_ISA=AVX512_CORE_VNNI python benchmarks/inference_cpu.py`` shows a newer CPU as an older class
+would run (here: int8 dot products without bf16, as Cascade Lake and Ice Lake): oneDNN's cap holds PyTorch's and
+OpenVINO's kernels; ONNX Runtime's own kernels ignore it (its rows say "not capped"). OpenVINO has no kernel
+for some layers under an AVX2 cap; such rows are skipped with the reason.
 """
 import argparse
 import os
@@ -24,10 +30,10 @@ from _common import SHARED, benchmark_psnr_y, report
 
 import rlfn_arch  # noqa: F401
 from rlfn_arch.archs import PRESETS, RLFN
-from rlfn_arch.archs.rlfn_weights import convert
+from rlfn_arch.archs.rlfn_weights import convert, load_model
 from rlfn_arch.deploy.efficiency import count_ntire, median_ms
 from rlfn_arch.deploy.fast import optimize_for_inference
-from rlfn_arch.deploy.onnx import export_onnx
+from rlfn_arch.deploy.onnx import export_onnx, openvino_runner
 from rlfn_arch.deploy.quantize import (
     PTQ_CONVS,
     calibration_patches,
@@ -37,7 +43,7 @@ from rlfn_arch.deploy.quantize import (
     trained_int8,
 )
 from rlfn_arch.utils.checkpoint import safe_load, select_weights
-from rlfn_arch.utils.precision import cpu_instruction_sets, native_bf16
+from rlfn_arch.utils.precision import cpu_instruction_sets, native_bf16, onednn_isa_cap
 
 QAT_DEFAULT = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), 'experiments',
                            'RLFN_S_x4_int8_T91BSD200', 'net_g_final.pth')
@@ -52,31 +58,18 @@ def ort_runner(path, threads):
     return lambda a: sess.run(None, {sess.get_inputs()[0].name: a})[0]
 
 
-def openvino_runner(path, threads, precision, shape=None):
-    """OpenVINO on the CPU; ``precision``: its inference precision hint (``f32`` or ``bf16``: what the operations
-    that are not int8 compute in). Compiled for each input shape it meets (``shape``: the first one, now).
-    None when OpenVINO is not installed."""
+def openvino_path(path, threads, precision, shape):
+    """OpenVINO on the CPU (:func:`rlfn_arch.deploy.onnx.openvino_runner`); ``precision``: its inference precision
+    hint (``f32`` or ``bf16``: what the operations that are not int8 compute in), compiled for ``shape`` now.
+    None when OpenVINO is not installed or cannot compile the model here (the row is skipped, with the reason)."""
     try:
-        import openvino as ov
+        run = openvino_runner(path, threads, precision)
+        run(np.zeros(shape, np.float32))
     except ImportError:
         return None
-    core = ov.Core()
-    compiled = {}
-
-    def compile_for(shp):
-        model = core.read_model(path)
-        model.reshape({model.inputs[0].get_any_name(): list(shp)})
-        c = core.compile_model(model, 'CPU', {'INFERENCE_NUM_THREADS': threads, 'PERFORMANCE_HINT': 'LATENCY',
-                                              'INFERENCE_PRECISION_HINT': precision})
-        return c.create_infer_request(), c.output(0)
-
-    def run(a):
-        if a.shape not in compiled:
-            compiled[a.shape] = compile_for(a.shape)
-        request, out = compiled[a.shape]
-        return request.infer({0: a})[out]
-    if shape is not None:
-        compiled[tuple(shape)] = compile_for(shape)
+    except ValueError as e:  # e.g. a layer OpenVINO has no kernel for under an ONEDNN_MAX_CPU_ISA cap
+        print(f'openvino {precision} {os.path.basename(path)}: not compiled here, row skipped ({e})', flush=True)
+        return None
     return run
 
 
@@ -102,7 +95,7 @@ def conv_peaks(threads, runs, tmp, depth=8):
     tries['fp32']['onnxruntime'] = lambda run=ort_runner(fp32, threads): run(xn)
     tries['int8']['onnxruntime'] = lambda run=ort_runner(int8, threads): run(xn)
     for precision, path, hint in (('fp32', fp32, 'f32'), ('bf16', fp32, 'bf16'), ('int8', int8, 'f32')):
-        run = openvino_runner(path, threads, hint, xn.shape)
+        run = openvino_path(path, threads, hint, xn.shape)
         if run is not None and (precision != 'bf16' or native_bf16('cpu')):
             tries[precision]['openvino'] = lambda run=run: run(xn)
     peaks = {}
@@ -143,18 +136,36 @@ def build_paths(net, x, tmp, threads, qat_sd, shape):
     paths.update({f'onnxruntime {k}': ('int8', ort_runner(p, threads)) for k, p in models.items()})
     ov = [('openvino fp32', 'fp32', fp32, 'f32'), ('openvino bf16', 'bf16', fp32, 'bf16')]
     ov += [(f'openvino {k}', 'int8', p, 'f32') for k, p in models.items()]
+    if native_bf16('cpu'):  # the int8 model's float operations (the convs left float, ESA, additions) in bf16
+        ov += [(f'openvino {k}, the rest bf16', 'int8', p, 'bf16') for k, p in models.items() if 'trained' in k]
     for name, precision, path, hint in ov:
-        run = openvino_runner(path, threads, hint, shape)
+        run = openvino_path(path, threads, hint, shape)
         if run is not None:
             paths[name] = (precision, run)
     return paths
 
 
-def quality(run, ref_psnr):
-    """PSNR-Y change on Set5 and Set14 x4 against eager fp32 (``ref_psnr``)."""
+def models(args, official, qat_sd):
+    """(label, fp32 network, has trained weights, quantization-aware state or None) for each model asked for."""
+    for preset in args.models or ([] if args.model_path else ['rlfn_s']):
+        torch.manual_seed(0)
+        net = RLFN(upscale=4, **PRESETS[preset]).eval()
+        real = preset == 'rlfn_s' and os.path.isfile(official)
+        if real:
+            net.load_state_dict(convert(official)[0])
+        yield preset, net, real, qat_sd if preset == 'rlfn_s' else None
+    for path in args.model_path:
+        sd = select_weights(safe_load(path), path)[0]
+        net = load_model(path)[0]  # float weights in [0, 1] (official files folded; a QAT file's float weights)
+        label = os.path.join(os.path.basename(os.path.dirname(os.path.abspath(path))), os.path.basename(path))
+        yield label, net, True, sd if trained_int8(sd) else None
+
+
+def quality(run, ref_psnr, scale=4):
+    """PSNR-Y change on Set5 and Set14 at ``scale`` against eager fp32 (``ref_psnr``)."""
     out = {}
     for name in ('Set5', 'Set14'):
-        p = benchmark_psnr_y(run, name)
+        p = benchmark_psnr_y(run, name, scale)
         if p is not None and ref_psnr.get(name) is not None:
             out[f'{name.lower()}_dB'] = p - ref_psnr[name]
     return out
@@ -165,14 +176,21 @@ def main():
     p.add_argument('--threads', type=int, default=2)
     p.add_argument('--runs', type=int, default=10)
     p.add_argument('--size', type=int, default=256)
-    p.add_argument('--models', nargs='+', default=['rlfn_s'], choices=['rlfn_s', 'rlfn', 'rlfn_ntire'])
+    p.add_argument('--models', nargs='+', default=None, choices=['rlfn_s', 'rlfn', 'rlfn_ntire'],
+                   help='presets (default rlfn_s without --model_path): RLFN-S with the official x4 weights when '
+                   '../shared has them (quality rows too), the others with random weights (speed only)')
+    p.add_argument('--model_path', nargs='+', default=[],
+                   help='trained RLFN checkpoints of any scale (ours, official files, or a quantization-aware one, '
+                   'which adds its "int8 trained" rows): every path for each, quality on Set5/Set14 at its scale')
     p.add_argument('--qat', default=QAT_DEFAULT, help='a quantization-aware RLFN-S x4 checkpoint (train: qat) for '
                    'the "int8 trained" rows (default: the int8 recipe\'s final model, when it is there)')
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     isa = cpu_instruction_sets()
+    cap = onednn_isa_cap()
     print(f'CPU: int8 dot products {", ".join(isa["int8"]) or "none"}; bf16 {", ".join(isa["bf16"]) or "none"}; '
-          f'widest SIMD {isa["simd"]}', flush=True)
+          f'widest SIMD {isa["simd"]}' + (f' (ONEDNN_MAX_CPU_ISA={cap}: PyTorch and OpenVINO use at most {cap}; '
+                                          'ONNX Runtime\'s own kernels are not capped)' if cap else ''), flush=True)
     official = os.path.join(SHARED, 'weights', 'rlfn_s_x4.pth')
     qat_sd = select_weights(safe_load(args.qat), args.qat)[0] if args.qat and os.path.isfile(args.qat) else None
     if qat_sd is not None and not trained_int8(qat_sd):
@@ -184,36 +202,37 @@ def main():
         peaks = conv_peaks(args.threads, args.runs, tmp)
         print('peak (eight 64->64 3x3 convs at 256x256): ' + ', '.join(f'{k} {v:.0f} GFLOP/s ({who})'
                                                                     for k, (v, who) in peaks.items()), flush=True)
-        for preset in args.models:
-            torch.manual_seed(0)
-            net = RLFN(upscale=4, **PRESETS[preset]).eval()
-            real = preset == 'rlfn_s' and os.path.isfile(official)
-            if real:
-                net.load_state_dict(convert(official)[0])
+        for preset, net, real, model_qat in models(args, official, qat_sd):
+            scale = net.upscale
             macs = count_ntire(net, (args.size, args.size))[1]
             with torch.inference_mode():
                 ref = net(x).numpy()
-                ref_psnr = {s: benchmark_psnr_y(lambda a: net(torch.from_numpy(a)).numpy(), s)
+                ref_psnr = {s: benchmark_psnr_y(lambda a: net(torch.from_numpy(a)).numpy(), s, scale)
                             for s in ('Set5', 'Set14')} if real else {}
-            paths = build_paths(net, x, tmp, args.threads, qat_sd if preset == 'rlfn_s' else None, xn.shape)
+            paths = build_paths(net, x, tmp, args.threads, model_qat, xn.shape)
             base = None
             for name, (precision, run) in paths.items():
                 with torch.inference_mode():
                     ms = median_ms(lambda: run(xn), args.runs)
                     out = run(xn)
-                    q = quality(run, ref_psnr) if real else {}
+                    q = quality(run, ref_psnr, scale) if real else {}
                 base = base or ms
                 peak = peaks.get(precision, (None, ''))[0]
+                if cap and name.startswith('onnxruntime'):
+                    name += ' (not capped)'
                 rows.append({'model': preset, 'path': name, 'precision': precision, 'ms': round(ms, 1),
                              'x_eager': round(base / ms, 2), 'max_abs_diff': round(float(np.abs(out - ref).max()), 4),
                              'peak_share_pct': round(100 * 2 * macs / (ms / 1000) / 1e9 / peak) if peak else None,
                              **{k: round(v, 3) for k, v in q.items()}})
                 print(rows[-1], flush=True)
-    report('inference_cpu', rows, ['model', 'path', 'ms', 'x_eager', 'max_abs_diff', 'peak_share_pct', 'set5_dB',
-                                   'set14_dB'],
+    columns = ['model', 'path', 'ms', 'x_eager', 'max_abs_diff', 'peak_share_pct', 'set5_dB', 'set14_dB']
+    name = 'inference_cpu' + (f'_{cap.lower()}' if cap else '') + ('_models' if args.model_path else '')
+    report(name, rows, columns,
            {'threads': args.threads, 'runs': args.runs, 'lr_size': args.size, 'instruction_sets': isa,
+            'onednn_max_cpu_isa': cap,
             'peak_gflops': {k: {'gflops': round(v, 1), 'runtime': who} for k, (v, who) in peaks.items()},
             'native_bf16': native_bf16('cpu'), 'qat_checkpoint': args.qat if qat_sd is not None else None,
+            'model_paths': args.model_path,
             'torch_threads': torch.get_num_threads()})
 
 

@@ -1,8 +1,9 @@
 """How close an int8 model is to fp32, on real photographs: PSNR-Y on Set5 / Set14 x4 of the official fp32
 model, of the quantization-aware checkpoint's float weights, of its int8 ONNX model, and of post-training
 int8 (no training, the default and every conv); and, image by image, how the int8 images differ from the fp32
-images of the same weights: the share of pixels within 1 grey level, the mean brightness change (a darkened
-image shows here) and the contrast kept (a flat image shows here).
+images of the same weights and from the official fp32 images: the share of pixels within 1 grey level, the mean
+brightness change (a darkened image shows here) and the contrast kept (a flat image shows here); PyTorch's bf16
+autocast against fp32 on the same measure, for scale.
 
     python benchmarks/int8_quality.py [--qat experiments/RLFN_S_x4_int8_T91BSD200/net_g_final.pth]
 
@@ -99,14 +100,27 @@ def main():
             rows.append(row)
             print(row, flush=True)
         images = agreement(runs['fine-tuned fp32 (its float weights)'], runs[f'int8 trained ({convs})'], args.sets)
+        vs_official = agreement(runs['official fp32'], runs[f'int8 trained ({convs})'], args.sets)
         ptq = agreement(runs['official fp32'], runs['official int8 post-training (blocks)'], args.sets)
-    summary = {'int8_vs_its_fp32': _summary(images), 'ptq_blocks_vs_official_fp32': _summary(ptq)}
+        bf16 = agreement(runs['official fp32'], bf16_run(base), args.sets)
+    summary = {'int8_vs_its_fp32': _summary(images), 'int8_vs_official_fp32': _summary(vs_official),
+               'ptq_blocks_vs_official_fp32': _summary(ptq), 'bf16_autocast_vs_official_fp32': _summary(bf16)}
     print('\nint8 trained vs the fp32 images of the same weights, per image:')
     report('int8_quality', rows, ['model'] + [f'{s}_{k}' for s in args.sets for k in ('psnr_y', 'vs_official_fp32')],
-           {'qat_checkpoint': args.qat, 'images': images, 'ptq_images': ptq, 'summary': summary,
+           {'qat_checkpoint': args.qat, 'images': images, 'images_vs_official': vs_official, 'ptq_images': ptq,
+            'bf16_images': bf16, 'summary': summary,
             'threads': args.threads})
     for k, v in summary.items():
         print(f'{k}: ' + ', '.join(f'{m} {x}' for m, x in v.items()))
+
+
+def bf16_run(net):
+    """The official model in PyTorch's bf16 autocast (``infer``'s default where bf16 is native): how far the other
+    fast path's images are from fp32, for scale."""
+    def run(a):
+        with torch.no_grad(), torch.autocast('cpu', dtype=torch.bfloat16):
+            return net(torch.from_numpy(a)).float().numpy()
+    return run
 
 
 def _summary(images):

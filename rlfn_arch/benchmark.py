@@ -14,8 +14,8 @@ import torch
 import rlfn_arch  # noqa: F401
 from rlfn_arch.deploy.efficiency import benchmark, time_model
 from rlfn_arch.deploy.fast import optimize_for_inference
-from rlfn_arch.deploy.onnx import OnnxRLFN
-from rlfn_arch.deploy.source import add_model_args, open_model
+from rlfn_arch.deploy.onnx import OnnxRLFN, check_runtime, onnx_precision
+from rlfn_arch.deploy.source import add_model_args, add_runtime_arg, open_model
 from rlfn_arch.utils.fs import atomic_write, check_output
 from rlfn_arch.utils.report import format_table
 
@@ -36,14 +36,20 @@ def main(argv=None):
     p.add_argument('--threads', type=int, default=None, help='CPU threads (default: torch default)')
     p.add_argument('--fast', action='store_true', help='time the fastest path for that precision as well '
                    '(channels_last + torch.compile at this one input shape)')
-    p.add_argument('--onnx', nargs='+', default=[], help='also time these ONNX models (fp32 or int8) with ONNX Runtime')
+    # its own name: --onnx here adds ONNX models beside the network, it is not the network (open_model's --onnx)
+    p.add_argument('--onnx', nargs='+', default=[], dest='onnx_models',
+                   help='also time these ONNX models (fp32 or int8) with --runtime')
+    add_runtime_arg(p)
     p.add_argument('--json', default='benchmark.json', help='output JSON (default benchmark.json)')
     p.add_argument('--overwrite', action='store_true', help='replace an existing --json file')
     args = p.parse_args(argv)
     try:
-        check_output(args.json, [args.model_path, args.opt, *args.onnx], args.overwrite)
+        check_output(args.json, [args.model_path, args.opt, *args.onnx_models], args.overwrite)
+        check_runtime(args.runtime, args.onnx_models)
         model = open_model(args)
-        sessions = [(path, OnnxRLFN(path, threads=args.threads)) for path in args.onnx]
+        onnx_prec = onnx_precision(args.precision, args.runtime) if args.onnx_models else None
+        sessions = [(path, OnnxRLFN(path, threads=args.threads, runtime=args.runtime, precision=onnx_prec))
+                    for path in args.onnx_models]
     except (ValueError, OSError) as e:  # CheckpointError (missing, unsafe, non-finite) is a ValueError
         print(f'error: {e}', file=sys.stderr)
         return 2
@@ -57,7 +63,7 @@ def main(argv=None):
         rows[-1].update({k: rows[0][k] for k in ('params', 'flops_G', 'activations_M', 'convs')})
     for path, sess in sessions:
         x = torch.rand(1, 3, *args.size)
-        row = dict(rows[0], path=f'onnxruntime {os.path.basename(path)}', device='cpu',
+        row = dict(rows[0], path=f'{args.runtime} {os.path.basename(path)}', device='cpu', precision=onnx_prec,
                    runtime_ms=round(time_model(sess, x, args.runs, args.warmup), 2))
         rows.append(row)
     print_table(rows)

@@ -109,7 +109,8 @@ def run(args):
             failures.append(msg)
             print(f'failed: {msg}', file=sys.stderr)
     dt = time.time() - t0
-    print(f'{done} image(s) upscaled x{cfg["upscale"]} in {dt:.1f} s on {describe(device)} ({precision}); '
+    where = describe(device) + (f', {model.net.runtime}' if model.kind == 'onnx' else '')
+    print(f'{done} image(s) upscaled x{cfg["upscale"]} in {dt:.1f} s on {where} ({precision}); '
           f'{len(failures)} failed')
     for f in failures:
         print(f'  failed: {f}')

@@ -1,6 +1,7 @@
 """Test with BasicSR's test pipeline: ``python -m rlfn_arch.test -opt options/test/<file>.yml``.
 
-``--onnx MODEL`` tests an exported (fp32 or int8) ONNX model in the same pipeline, run by ONNX Runtime.
+``--onnx MODEL`` tests an exported (fp32 or int8) ONNX model in the same pipeline, run by ONNX Runtime or
+(``--runtime openvino``) OpenVINO.
 
 Runs basicsr's ``test_pipeline`` unchanged, with our option parsing (safe YAML, strict checks, paths
 resolved against the project root, CPU when there is no GPU) and the metric lines on stdout.
@@ -12,6 +13,8 @@ import sys
 import rlfn_arch  # noqa: F401  registers RLFN & co. and installs the compatibility shim
 from rlfn_arch.archs.zoo import model_file, model_names
 from rlfn_arch.basicsr_seam import run_test
+from rlfn_arch.deploy.onnx import check_runtime, onnx_precision
+from rlfn_arch.deploy.source import add_runtime_arg
 from rlfn_arch.training.stages import check_pretrain
 from rlfn_arch.utils.options import OptionError, apply_force_yml, check_options, load_options
 from rlfn_arch.utils.precision import PRECISIONS
@@ -26,7 +29,8 @@ def parse_args(argv=None):
     parser.add_argument('--model', default=None, help='test a model that ships with the package, by name '
                         f'({", ".join(model_names())}): sets path.pretrain_network_g')
     parser.add_argument('--onnx', default=None, help='test an exported ONNX model (fp32, or int8 from '
-                        'rlfn_arch.quantize) with ONNX Runtime on the CPU instead of network_g and its weights')
+                        'rlfn_arch.quantize or an int8 training stage) on the CPU instead of network_g and its weights')
+    add_runtime_arg(parser)
     parser.add_argument('--datasets_root', default=None,
                         help='folder holding <Set>/HR and <Set>/LR_bicubic/X<s> (e.g. ../shared/datasets); '
                         'replaces the leading "datasets/" of the dataroots in the option file')
@@ -37,7 +41,8 @@ def parse_args(argv=None):
     return parser.parse_args(argv)
 
 
-def load_test_options(opt_path, force_yml=None, datasets_root=None, precision='fp32', model=None, onnx=None):
+def load_test_options(opt_path, force_yml=None, datasets_root=None, precision='fp32', model=None, onnx=None,
+                      runtime='onnxruntime'):
     """Load, check and finalize test options. Datasets whose folders are missing are dropped with a
     message; none left is an error. ``precision`` other than fp32 runs the network under autocast
     through WarmStartModel's ``test()`` (a SRModel subclass; basicsr's SRModel has no precision)."""
@@ -45,16 +50,26 @@ def load_test_options(opt_path, force_yml=None, datasets_root=None, precision='f
     apply_force_yml(opt, force_yml, opt_path)
     if model:
         opt.setdefault('path', {})['pretrain_network_g'] = model_file(model)
+    try:
+        check_runtime(runtime, onnx)
+    except ValueError as e:
+        raise OptionError(str(e)) from e
     if onnx:  # the ONNX model replaces network_g and its weights; it must upscale by the options' scale
         if model:
             raise OptionError(f'--onnx {onnx} and --model {model}: test one model at a time')
         if not os.path.isfile(onnx):
             raise OptionError(f'--onnx {onnx}: not found')
-        opt['network_g'] = {'type': 'OnnxNetwork', 'path': os.path.abspath(onnx), 'upscale': opt.get('scale')}
+        if precision != 'fp32' and runtime != 'openvino':
+            raise OptionError(f'--onnx {onnx}: ONNX Runtime runs it as exported; --precision {precision} applies '
+                              'with --runtime openvino (the precision of its float operations)')
+        try:
+            onnx_prec = onnx_precision(precision, runtime)
+        except ValueError as e:
+            raise OptionError(f'--onnx {onnx}: {e}') from e
+        opt['network_g'] = {'type': 'OnnxNetwork', 'path': os.path.abspath(onnx), 'upscale': opt.get('scale'),
+                            'runtime': runtime, 'precision': onnx_prec}
         opt.setdefault('path', {}).pop('pretrain_network_g', None)
-        if precision != 'fp32':
-            raise OptionError(f'--onnx {onnx}: runs as the model was exported; --precision {precision} does not apply')
-    if precision != 'fp32':
+    elif precision != 'fp32':
         opt.setdefault('val', {})['precision'] = precision
         if opt.get('model_type') == 'SRModel':
             opt['model_type'] = 'WarmStartModel'
@@ -87,7 +102,7 @@ def main(argv=None):
     args = parse_args(argv)
     try:
         opt, root = load_test_options(args.opt, args.force_yml, args.datasets_root, args.precision, args.model,
-                                      args.onnx)
+                                      args.onnx, args.runtime)
     except (OptionError, ValueError) as e:
         print(f'error: {e}', file=sys.stderr)
         return 2

@@ -1,14 +1,20 @@
-"""ONNX: export with dynamic batch/height/width (opset >= 17), compare with PyTorch, run with ONNX Runtime.
+"""ONNX: export with dynamic batch/height/width (opset >= 17), compare with PyTorch, run with ONNX Runtime or
+OpenVINO.
 
 ESA's resize back to the input's own size and PixelShuffle (DepthToSpace) export with dynamic shapes.
-``onnx`` and ``onnxruntime`` are optional dependencies (the ``export`` extra), imported where used.
+``onnx`` and ``onnxruntime`` are optional dependencies (the ``export`` extra), ``openvino`` too (the ``openvino``
+extra), imported where used.
 """
+import importlib.util
+from collections import OrderedDict
+
 import numpy as np
 import torch
 from torch.nn import functional as F
 
 from rlfn_arch.archs.rlfn_arch import MIN_INPUT_SIZE
 from rlfn_arch.utils.fs import atomic_write
+from rlfn_arch.utils.precision import resolve_precision
 
 from basicsr.utils.registry import ARCH_REGISTRY
 
@@ -54,6 +60,15 @@ def onnx_metadata(path):
     return {p.key: p.value for p in onnx.load(path, load_external_data=False).metadata_props}
 
 
+def _metadata_or_empty(path):
+    """:func:`onnx_metadata`, or {} where the ``onnx`` package is missing or cannot parse the file (the runtime
+    that read the model decides whether it runs; the scale is checked by running it)."""
+    try:
+        return onnx_metadata(path)
+    except Exception:  # noqa: BLE001 - ImportError, or onnx's own parse errors
+        return {}
+
+
 def check_onnx(net, path, sizes=CHECK_SIZES, batch=1, seed=0):
     """Max abs difference between onnxruntime and PyTorch per size: list of (h, w, diff)."""
     import onnxruntime as ort
@@ -73,23 +88,129 @@ def check_onnx(net, path, sizes=CHECK_SIZES, batch=1, seed=0):
     return out
 
 
-class OnnxRLFN:
-    """Run an exported (fp32 or int8) RLFN ONNX model with ONNX Runtime like the PyTorch network:
-    ``(N, 3, H, W)`` tensor in, tensor out. Inputs below 15x15 are replicate-padded and cropped, as
-    RLFN's own small-input handling does."""
+#: The runtimes that run an exported model on the CPU (``--runtime``): ``onnxruntime`` (the default: the
+#: ``export`` extra) or ``openvino`` (the ``openvino`` extra; on an Intel Xeon with AMX it ran the fp32 model
+#: 1.2x, the trained int8 model 1.6x faster than ONNX Runtime, and in bf16 faster still: docs/int8.md).
+ONNX_RUNTIMES = ('onnxruntime', 'openvino')
+#: OpenVINO's inference precision hint for each precision the operations an ONNX model keeps in float run in.
+_OPENVINO_HINTS = {'fp32': 'f32', 'bf16': 'bf16'}
 
-    def __init__(self, path, threads=None, scale=None):
-        import onnxruntime as ort
-        so = ort.SessionOptions()
-        if threads:
-            so.intra_op_num_threads, so.inter_op_num_threads = threads, 1
-        self.path = path
-        try:
-            self.sess = ort.InferenceSession(path, so, providers=['CPUExecutionProvider'])
-        except Exception as e:  # onnxruntime's own exception types: one message naming the file
-            raise ValueError(f'{path}: not an ONNX model ONNX Runtime can run: {str(e).strip()[:300]}') from e
-        meta = self.sess.get_modelmeta().custom_metadata_map or {}
-        self.metadata = dict(meta)
+
+def onnx_precision(requested, runtime):
+    """The precision the float operations of an ONNX model (all of an fp32 model; what an int8 model keeps in
+    float: ESA, additions, the convs left float) run in: the project's rule
+    (:func:`rlfn_arch.utils.precision.resolve_precision`, ``auto`` = bf16 where the CPU has it natively) where
+    the runtime can follow it (OpenVINO: fp32 or bf16); always fp32 in ONNX Runtime, which runs the model as
+    exported (so ``benchmark --precision bf16 --onnx m.onnx`` times PyTorch in bf16 beside ONNX Runtime as is).
+
+    Raises:
+        ValueError: a precision OpenVINO cannot run here (names it).
+    """
+    if runtime == 'onnxruntime':
+        return 'fp32'
+    precision = resolve_precision(requested, 'cpu')
+    if precision not in _OPENVINO_HINTS:
+        raise ValueError(f'--precision {requested}: OpenVINO runs an ONNX model\'s float operations in '
+                         f'{" or ".join(_OPENVINO_HINTS)} here')
+    return precision
+
+
+def check_runtime(runtime, onnx):
+    """Refuse a ``--runtime`` that cannot apply before anything runs: one that is not in :data:`ONNX_RUNTIMES`,
+    OpenVINO without an ``--onnx`` model (a PyTorch checkpoint runs in PyTorch) or not installed.
+
+    Raises:
+        ValueError: the message names the value and what was expected.
+    """
+    if runtime not in ONNX_RUNTIMES:
+        raise ValueError(f'--runtime {runtime!r}: expected one of {", ".join(ONNX_RUNTIMES)}')
+    if runtime == 'openvino' and not onnx:
+        raise ValueError('--runtime openvino runs --onnx models (export one with python -m rlfn_arch.export or '
+                         'rlfn_arch.quantize); a checkpoint runs in PyTorch')
+    if runtime == 'openvino' and importlib.util.find_spec('openvino') is None:
+        raise ValueError('--runtime openvino: OpenVINO is not installed (pip install openvino)')
+
+
+def _onnxruntime(path, threads):
+    import onnxruntime as ort
+    so = ort.SessionOptions()
+    if threads:
+        so.intra_op_num_threads, so.inter_op_num_threads = threads, 1
+    try:
+        sess = ort.InferenceSession(path, so, providers=['CPUExecutionProvider'])
+    except Exception as e:  # onnxruntime's own exception types: one message naming the file
+        raise ValueError(f'{path}: not an ONNX model ONNX Runtime can run: {str(e).strip()[:300]}') from e
+    name = sess.get_inputs()[0].name
+    return lambda a: sess.run(None, {name: a})[0], dict(sess.get_modelmeta().custom_metadata_map or {})
+
+
+def openvino_runner(path, threads=None, hint='f32', max_shapes=8):
+    """A function running the ONNX file ``path`` with OpenVINO on the CPU: float32 NCHW array in, array out.
+
+    OpenVINO is fastest compiled for one input shape, so it compiles once per shape it meets and keeps the last
+    ``max_shapes`` (a tiled image has a few). ``hint``: its inference precision hint, what the operations that are
+    not int8 compute in (``f32``: as exported; ``bf16``: faster on CPUs with native bf16, lower quality).
+
+    Raises:
+        ImportError: OpenVINO is not installed (``pip install openvino``, or the package's ``openvino`` extra).
+        ValueError: a file OpenVINO cannot read, or a model it cannot compile on this CPU (names the file).
+    """
+    try:
+        import openvino as ov
+    except ImportError as e:
+        raise ImportError(f'{path}: --runtime openvino needs OpenVINO (pip install openvino)') from e
+    core = ov.Core()
+    try:
+        model = core.read_model(path)
+    except Exception as e:  # OpenVINO's own exception types
+        raise ValueError(f'{path}: not an ONNX model OpenVINO can read: {str(e).strip()[:300]}') from e
+    config = {'PERFORMANCE_HINT': 'LATENCY', 'INFERENCE_PRECISION_HINT': hint}
+    if threads:
+        config['INFERENCE_NUM_THREADS'] = int(threads)
+    compiled = OrderedDict()
+
+    def run(a):
+        if a.shape not in compiled:
+            if len(compiled) >= max_shapes:
+                compiled.popitem(last=False)
+            m = model.clone()
+            m.reshape({m.inputs[0].get_any_name(): list(a.shape)})
+            try:
+                c = core.compile_model(m, 'CPU', config)
+            except Exception as e:
+                raise ValueError(f'{path}: OpenVINO could not compile it for input {list(a.shape)} on this CPU: '
+                                 f'{str(e).strip().splitlines()[-1][:300]}') from e
+            compiled[a.shape] = (c.create_infer_request(), c.output(0))
+        compiled.move_to_end(a.shape)
+        request, out = compiled[a.shape]
+        return np.array(request.infer({0: a})[out])
+    return run
+
+
+class OnnxRLFN:
+    """Run an exported (fp32 or int8) RLFN ONNX model with ONNX Runtime or OpenVINO like the PyTorch network:
+    ``(N, 3, H, W)`` tensor in, tensor out. Inputs below 15x15 are replicate-padded and cropped, as
+    RLFN's own small-input handling does.
+
+    Args:
+        path (str): the .onnx file.
+        threads (int | None): the runtime's threads. Default: the runtime's choice.
+        scale (int | None): the scale it must upscale by (checked against what it does). Default: None.
+        runtime (str): ``onnxruntime`` (default) or ``openvino`` (:data:`ONNX_RUNTIMES`).
+        precision (str): what the float operations run in (:func:`onnx_precision`): ``fp32`` (default) or, with
+            OpenVINO, ``bf16`` or ``auto``.
+    """
+
+    def __init__(self, path, threads=None, scale=None, runtime='onnxruntime', precision='fp32'):
+        if runtime not in ONNX_RUNTIMES:
+            raise ValueError(f'runtime {runtime!r}: expected one of {", ".join(ONNX_RUNTIMES)}')
+        self.path, self.runtime, self.precision = path, runtime, onnx_precision(precision, runtime)
+        if runtime == 'openvino':
+            self._run = openvino_runner(path, threads, _OPENVINO_HINTS[self.precision])
+            meta = _metadata_or_empty(path)
+        else:
+            self._run, meta = _onnxruntime(path, threads)
+        self.metadata = meta
         # what the model does decides; the scale the export wrote must agree with it (a tampered or foreign
         # value would crop or stretch every image)
         probed = self._probe_scale()
@@ -103,7 +224,7 @@ class OnnxRLFN:
 
     def _probe_scale(self):
         """The scale the model computes: one run on a 16x16 input."""
-        y = self.sess.run(None, {'lq': np.zeros((1, 3, 16, 16), np.float32)})[0]
+        y = self._run(np.zeros((1, 3, 16, 16), np.float32))
         h, w = y.shape[-2:]
         if h != w or h % 16 or h // 16 not in (2, 3, 4):
             raise ValueError(f'{self.path}: gives a {h}x{w} output for a 16x16 input; expected an x2, x3 or x4 '
@@ -115,7 +236,7 @@ class OnnxRLFN:
         ph, pw = max(0, MIN_INPUT_SIZE - h), max(0, MIN_INPUT_SIZE - w)
         if ph or pw:
             x = F.pad(x, (0, pw, 0, ph), mode='replicate')
-        y = torch.from_numpy(self.sess.run(None, {'lq': np.ascontiguousarray(x.detach().cpu().float().numpy())})[0])
+        y = torch.from_numpy(self._run(np.ascontiguousarray(x.detach().cpu().float().numpy())))
         return y[..., :h * self.upscale, :w * self.upscale]
 
     def eval(self):
@@ -136,20 +257,23 @@ def to_fp16(path, out_path):
 @ARCH_REGISTRY.register()
 class OnnxNetwork(torch.nn.Module):
     """An exported ONNX model (fp32, or int8 from ``rlfn_arch.quantize``) as a BasicSR network: ``network_g:
-    {type: OnnxNetwork, path: FILE}`` runs it with ONNX Runtime on the CPU inside BasicSR's test pipeline
-    (``python -m rlfn_arch.test -opt FILE --onnx MODEL`` sets it). No trainable parameters.
+    {type: OnnxNetwork, path: FILE}`` runs it with ONNX Runtime or OpenVINO on the CPU inside BasicSR's test
+    pipeline (``python -m rlfn_arch.test -opt FILE --onnx MODEL [--runtime openvino]`` sets it). No trainable
+    parameters.
 
     Args:
         path (str): the .onnx file.
         upscale (int | None): the scale it must upscale by (checked against what it does). Default: None.
-        threads (int | None): ONNX Runtime's intra-op threads. Default: ONNX Runtime's choice.
+        threads (int | None): the runtime's threads. Default: the runtime's choice.
+        runtime (str): ``onnxruntime`` (default) or ``openvino``.
+        precision (str): the float operations' precision (``fp32``, default; ``bf16`` or ``auto`` with OpenVINO).
 
     Shape: (N, 3, H, W) in [0, 1] -> (N, 3, H * upscale, W * upscale), on the input's device.
     """
 
-    def __init__(self, path, upscale=None, threads=None):
+    def __init__(self, path, upscale=None, threads=None, runtime='onnxruntime', precision='fp32'):
         super().__init__()
-        self.model = OnnxRLFN(path, threads=threads, scale=upscale)
+        self.model = OnnxRLFN(path, threads=threads, scale=upscale, runtime=runtime, precision=precision)
         self.upscale = self.model.upscale
 
     def forward(self, x):

@@ -19,7 +19,7 @@ from rlfn_arch.archs.zoo import model_file, model_names
 from rlfn_arch.utils.precision import PRECISIONS, resolve_precision
 from rlfn_arch.utils.runtime import pick_device
 
-from .onnx import OnnxRLFN
+from .onnx import ONNX_RUNTIMES, OnnxRLFN, check_runtime, onnx_precision
 
 
 @dataclasses.dataclass(frozen=True)
@@ -30,7 +30,8 @@ class OpenModel:
         net: the network (``torch.nn.Module`` in eval mode, or an :class:`OnnxRLFN` for ONNX files).
         cfg (dict): its settings (``upscale`` at least).
         device (torch.device): where it runs (ONNX: the CPU).
-        precision (str): the precision that runs there (``fp32`` for ONNX).
+        precision (str): the precision that runs there (ONNX: that of its float operations, ``fp32`` except in
+            OpenVINO, :func:`rlfn_arch.deploy.onnx.onnx_precision`).
         name (str): the preset or the file's name, for reports.
         kind (str): ``checkpoint``, ``preset`` or ``onnx``.
     """
@@ -56,7 +57,8 @@ def add_model_args(parser, preset=False, onnx=False, opt=True, input_range=False
         parser.add_argument('--scale', type=int, default=4, choices=[2, 3, 4], help='upscale for --preset (4)')
     if onnx:
         src.add_argument('--onnx', help='an exported ONNX model (fp32 from rlfn_arch.export or int8 from '
-                         'rlfn_arch.quantize), run with ONNX Runtime on CPU')
+                         'rlfn_arch.quantize or an int8 training stage), run on the CPU by --runtime')
+        add_runtime_arg(parser)
     if opt:
         parser.add_argument('--opt', default=None, help='option file whose network_g to use')
     if input_range:
@@ -73,6 +75,14 @@ def add_model_args(parser, preset=False, onnx=False, opt=True, input_range=False
     return parser
 
 
+def add_runtime_arg(parser):
+    """``--runtime``: what runs ``--onnx`` models (:data:`rlfn_arch.deploy.onnx.ONNX_RUNTIMES`)."""
+    parser.add_argument('--runtime', default='onnxruntime', choices=ONNX_RUNTIMES,
+                        help='what runs --onnx models on the CPU: onnxruntime (default; fp32 float operations) or '
+                        'openvino (pip install openvino; faster on the Intel CPUs measured, and it follows '
+                        '--precision: auto = bf16 float operations where the CPU has bf16 natively; docs/int8.md)')
+
+
 def open_model(args, model_path=None):
     """Open the model ``args`` name (or ``model_path`` instead of ``args.model_path``).
 
@@ -84,9 +94,13 @@ def open_model(args, model_path=None):
     path = model_path or getattr(args, 'model_path', None)
     if not path and getattr(args, 'model', None):
         path = model_file(args.model)
+    if hasattr(args, 'onnx'):  # a tool whose model may be an ONNX file (add_model_args(onnx=True)): --runtime fits
+        check_runtime(getattr(args, 'runtime', 'onnxruntime'), args.onnx and not model_path)
     if getattr(args, 'onnx', None) and not model_path:
-        net = OnnxRLFN(args.onnx)
-        return OpenModel(net, {'upscale': net.upscale}, torch.device('cpu'), 'fp32', os.path.basename(args.onnx),
+        runtime = getattr(args, 'runtime', 'onnxruntime')
+        precision = onnx_precision(getattr(args, 'precision', 'fp32'), runtime)
+        net = OnnxRLFN(args.onnx, runtime=runtime, precision=precision)
+        return OpenModel(net, {'upscale': net.upscale}, torch.device('cpu'), precision, os.path.basename(args.onnx),
                          'onnx')
     # a tool without --device (export, quantize) runs on the CPU
     device = pick_device(args.device) if hasattr(args, 'device') else torch.device('cpu')

@@ -21,8 +21,9 @@ Overrides only what SRModel cannot do:
   released (key layouts, [0, 255] range: :func:`rlfn_arch.archs.rlfn_weights.adopt_weights`), and
   ``path.cross_scale_g`` warm-starts from another scale.
 * ``model_to_device``: ``train: qat`` puts the network under int8 fake quantization first
-  (:mod:`rlfn_arch.archs.qat`; a resumed stage loads its observed ranges too); DistributedDataParallel
-  without CUDA ``device_ids`` on CPU (gloo); the network in channels_last layout where
+  (:mod:`rlfn_arch.archs.qat`; a resumed stage loads its observed ranges too; with ``qat: target: float``,
+  the default, the training target is the float network's output for the patch, not the HR patch);
+  DistributedDataParallel without CUDA ``device_ids`` on CPU (gloo); the network in channels_last layout where
   ``train: channels_last`` (default ``auto`` in training; testing keeps NCHW) says so.
 * ``feed_data`` / ``test``: inputs in the network's layout; validation in ``val: precision`` (default
   fp32, the paper protocol; ``train`` = the training precision), outputs returned as fp32.
@@ -37,6 +38,7 @@ import json
 import os
 import random
 from collections import Counter, OrderedDict
+from copy import deepcopy
 
 import numpy as np
 import torch
@@ -57,6 +59,7 @@ from rlfn_arch.utils.checkpoint import (
 from rlfn_arch.utils.options.schema import qat_settings
 from rlfn_arch.utils.precision import autocast, describe, resolve_channels_last, resolve_precision
 
+from basicsr.archs import build_network
 from basicsr.losses import build_loss
 from basicsr.models.sr_model import SRModel
 from basicsr.utils import get_root_logger
@@ -165,6 +168,28 @@ class WarmStartModel(SRModel):
         super().init_training_settings()
         if self.channels_last and hasattr(self, 'net_g_ema'):
             self.net_g_ema = self.net_g_ema.to(memory_format=torch.channels_last)
+        self.float_target = self._float_network()
+
+    def _float_network(self):
+        """``train: qat: {target: float}`` (the default of an int8 stage): the float network the int8 network
+        learns to reproduce, with the weights the stage started from (a fresh stage: the weights just loaded; a
+        resumed one: ``models/net_g_init.pth``, which the fresh stage saved). None for any other stage."""
+        qat = self.opt['train'].get('qat')
+        if qat is None or qat_settings(qat)['target'] != 'float':
+            return None
+        path = self.opt['path']
+        if path.get('resume_state') or path.get('save_init') is False:  # resumed (BasicSR's or the stage runner's)
+            init = os.path.join(path['models'], 'net_g_init.pth')
+            if not os.path.isfile(init):
+                raise CheckpointError(f'{init} is missing: a resumed int8 stage with train.qat.target: float learns '
+                                      'the output of the weights it started from, which the stage saved there')
+            weights = select_weights(safe_load(init), init)[0]
+        else:
+            weights = self.get_bare_model(self.net_g).state_dict()
+        net = build_network(deepcopy(self.opt['network_g']))
+        net.load_state_dict(split_quant_state(weights)[0])
+        get_root_logger().info('int8 target: the float network\'s output (the weights the stage started from)')
+        return net.to(self.device).eval().requires_grad_(False)
 
     def feed_data(self, data):
         super().feed_data(data)
@@ -230,6 +255,9 @@ class WarmStartModel(SRModel):
     def optimize_parameters(self, current_iter):
         self.current_iter = current_iter
         self.optimizer_g.zero_grad(set_to_none=True)
+        if self.float_target is not None:  # the int8 network learns the float network's output for this patch
+            with torch.no_grad():
+                self.gt = self.float_target(self.lq)
         with autocast(self.device, self._layout()[0]):
             self.output = self.net_g(self.lq)
             loss_dict = self._losses()

@@ -80,7 +80,10 @@ class StagePlan:
         mode = o['path'].get('cross_scale_g')
         across = f', across scales (upsampler.0: {mode})' if mode else ''
         only = f'; trains only {", ".join(train["trainable_g"])}*' if train.get('trainable_g') else ''
-        only += f'; int8 convs {qat_settings(train["qat"])["convs"]} (quantization-aware)' if train.get('qat') else ''
+        if train.get('qat'):
+            qat = qat_settings(train['qat'])
+            target = "the float network's output" if qat['target'] == 'float' else 'the HR patches'
+            only += f'; int8 convs {qat["convs"]} (quantization-aware, learns {target})'
         return '\n'.join([
             f'stage {self.index + 1}: {self.label}  [{what}]',
             f'  folder      {self.folder}',

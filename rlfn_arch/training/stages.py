@@ -1,6 +1,7 @@
 """Stage options: the ``stages:`` list merged into the rest of an option file, checked, and the data it
 reads prepared and checked before anything is written."""
 import copy
+import inspect
 import json
 import math
 import os
@@ -8,7 +9,7 @@ import time
 from os import path as osp
 
 from rlfn_arch.archs.rlfn_arch import RLFN
-from rlfn_arch.archs.rlfn_weights import cross_scale_state
+from rlfn_arch.archs.rlfn_weights import cross_scale_state, detect_config
 from rlfn_arch.data.builders import build_sample_dataset, sample_ready
 from rlfn_arch.data.builders.sample import sample_folder
 from rlfn_arch.data.checks import check_dataset_opt, count_pairs, summarize
@@ -117,6 +118,26 @@ def check_datasets(options, world=1, root=None, skip_missing_sample=False):
         raise OptionError('dataset check failed:\n  ' + '\n  '.join(summarize(problems)))
 
 
+def _fitting_network(sd, opt):
+    """For a refused pretrain file that holds an RLFN of another shape: the network_g settings it needs, as
+    --force_yml arguments ('' when it is not an RLFN or the settings cannot be read from it)."""
+    if sd is None or opt['network_g'].get('type') != 'RLFN':
+        return ''
+    try:
+        cfg = detect_config(sd)
+    except CheckpointError:
+        return ''
+    if opt['path'].get('cross_scale_g'):
+        cfg.pop('upscale', None)
+    params = inspect.signature(RLFN.__init__).parameters.items()
+    current = {**{k: p.default for k, p in params if p.default is not inspect.Parameter.empty}, **opt['network_g']}
+    differ = {k: v for k, v in cfg.items() if current.get(k) != v}
+    if not differ:
+        return ''
+    return ('. The file holds an RLFN with ' + ', '.join(f'{k} {v}' for k, v in differ.items()) + '; to train it: '
+            '--force_yml ' + ' '.join(f'network_g:{k}={v}' for k, v in differ.items()))
+
+
 def check_pretrain(stage_list):
     """Every ``path.pretrain_network_g`` the user set: it exists, loads safely, holds finite weights and
     fits the stage's network (with its ``param_key_g`` and ``strict_load_g``). Checked before any
@@ -136,6 +157,7 @@ def check_pretrain(stage_list):
             ckpt = safe_load(path)
         except CheckpointError as e:
             raise OptionError(f'{where}: {e}') from e
+        sd = None
         try:
             sd = strip_module(select_weights(ckpt, path, p.get('param_key_g', 'params'))[0])
             check_finite(sd, path)
@@ -148,5 +170,7 @@ def check_pretrain(stage_list):
             else:
                 net.load_state_dict(sd, strict=p.get('strict_load_g', True))
         except (CheckpointError, RuntimeError, TypeError) as e:
-            first = str(e).strip().splitlines()[0]
-            raise OptionError(f'{where}: {path} does not fit network_g {dict(opt["network_g"])}: {first}') from e
+            lines = [ln.strip() for ln in str(e).strip().splitlines() if ln.strip()]
+            first = (' '.join(lines[:2]) if lines[0].endswith(':') and len(lines) > 1 else lines[0]).rstrip('.')
+            raise OptionError(f'{where}: {path} does not fit network_g {dict(opt["network_g"])}: {first}'
+                              f'{_fitting_network(sd, opt)}') from e

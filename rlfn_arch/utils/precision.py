@@ -14,6 +14,7 @@ run in fp32 (PyTorch's autocast lists), so master weights, optimizer state, EMA 
 fp32 and load in any precision.
 """
 import contextlib
+import os
 import warnings
 
 import torch
@@ -31,9 +32,33 @@ DTYPES = {'bf16': torch.bfloat16, 'fp16': torch.float16}
 _warned = set()
 
 
+#: ``ONEDNN_MAX_CPU_ISA`` values and their oneDNN ISA bit masks (``dnnl_cpu_isa_t``): a mask holds every ISA
+#: whose mask is a subset of it.
+ONEDNN_ISA_MASKS = {'SSE41': 0x1, 'AVX': 0x3, 'AVX2': 0x7, 'AVX2_VNNI': 0xf, 'AVX2_VNNI_2': 0x1f,
+                    'AVX512_CORE': 0x27, 'AVX512_CORE_VNNI': 0x67, 'AVX512_CORE_BF16': 0xe7,
+                    'AVX10_1_512': 0x1ef, 'AVX512_CORE_FP16': 0x1ef, 'AVX10_1_512_AMX': 0xfef,
+                    'AVX512_CORE_AMX': 0xfef, 'AVX10_1_512_AMX_FP16': 0x1fef, 'AVX512_CORE_AMX_FP16': 0x1fef}
+#: The oneDNN ISA each CPU flag that decides a fast path belongs to.
+_FLAG_ISA = {'avx2': 0x7, 'avx_vnni': 0xf, 'avx512f': 0x27, 'avx512_vnni': 0x67, 'avx512_bf16': 0xe7,
+             'amx_int8': 0xfef, 'amx_bf16': 0xfef}
+
+
+def onednn_isa_cap():
+    """The ISA oneDNN (PyTorch's and OpenVINO's CPU kernels) is capped to by ``ONEDNN_MAX_CPU_ISA``, upper case,
+    or None (no cap, ``ALL``/``DEFAULT``, or a value oneDNN does not know)."""
+    cap = os.environ.get('ONEDNN_MAX_CPU_ISA', '').strip().upper()
+    return cap if cap in ONEDNN_ISA_MASKS else None
+
+
 def cpu_flags():
-    """The CPU feature flags from /proc/cpuinfo (empty where it is not readable)."""
-    return set((cpuinfo_field('flags') or '').split())
+    """The CPU feature flags from /proc/cpuinfo (empty where it is not readable), less those of instruction sets
+    above an ``ONEDNN_MAX_CPU_ISA`` cap (oneDNN does not use them, so a fast path must not count on them)."""
+    flags = set((cpuinfo_field('flags') or '').split())
+    cap = onednn_isa_cap()
+    if cap is not None:
+        mask = ONEDNN_ISA_MASKS[cap]
+        flags = {f for f in flags if _FLAG_ISA.get(f, 0) & ~mask == 0}
+    return flags
 
 
 def cpu_instruction_sets():

@@ -29,6 +29,7 @@ from .schema import (
     CROSS_SCALE_MODES,
     INT8_CONV_SETS,
     LOSS_KEYS,
+    QAT_TARGETS,
     name_problem,
     qat_problem,
     qat_settings,
@@ -326,8 +327,8 @@ def _check_train(opt, ck):
 
 
 def _check_qat(opt, train, ck):
-    """``train.qat: {convs: all | body | blocks, calibration_batches: 100}``: int8 fake quantization (RLFN's
-    layout, no EMA copy, fp32)."""
+    """``train.qat: {convs: all | body | block_3x3 | blocks, calibration_batches: 100, target: float | gt}``: int8
+    fake quantization (RLFN's layout, no EMA copy, fp32)."""
     qat = train.get('qat')
     if qat is None:
         return
@@ -338,6 +339,9 @@ def _check_qat(opt, train, ck):
     _positive_int(qat.get('calibration_batches'), ck, 'train.qat.calibration_batches')
     if qat_settings(qat)['convs'] not in INT8_CONV_SETS:
         ck.err('train.qat.convs', f'{qat.get("convs")!r}: expected one of {", ".join(INT8_CONV_SETS)}')
+    if qat_settings(qat)['target'] not in QAT_TARGETS:
+        ck.err('train.qat.target', f'{qat.get("target")!r}: expected float (the output of the weights the stage '
+               'started from, the default) or gt (the HR patch)')
     problem = qat_problem(opt.get('network_g'))
     if problem:
         ck.err('train.qat', problem)

@@ -25,15 +25,21 @@ LOSS_KEYS = ('pixel_opt', 'perceptual_opt', 'contrastive_opt')
 _TRAIN_BASE = {'ema_decay', 'optim_g', 'scheduler', 'total_iter', 'warmup_iter', 'pixel_opt', 'perceptual_opt',
                'contrastive_opt', 'max_nonfinite', 'precision', 'channels_last', 'trainable_g', 'qat'}
 #: ``train.qat`` (quantization-aware training, :mod:`rlfn_arch.archs.qat`): which convs train in int8.
-_QAT = {'convs', 'calibration_batches'}
+_QAT = {'convs', 'calibration_batches', 'target'}
+#: ``train.qat.target``: what the int8 network learns to output. ``float``: the float network's output for the
+#: same patch (the weights the stage started from: the int8 model learns to compute what they compute);
+#: ``gt``: the HR patch, as in any stage.
+QAT_TARGETS = ('float', 'gt')
 #: ``train.qat.convs``: the sets of convs an int8 model can run in int8 (defined in :mod:`rlfn_arch.archs.qat`).
 INT8_CONV_SETS = ('all', 'body', 'block_3x3', 'blocks')
 
 
 def qat_settings(qat):
     """``train.qat`` with its defaults: the convs in int8 (``block_3x3``: the fastest set within 0.10 dB of fp32
-    on Set5 and Set14 x4, docs/int8.md) and the training batches that calibrate the activation ranges (100)."""
-    return {'convs': 'block_3x3', 'calibration_batches': 100, **(qat or {})}
+    on Set5 and Set14 x4, docs/int8.md), the training batches that calibrate the activation ranges (100) and
+    the target the int8 network learns (``float``: the output of the weights the stage started from; half the
+    PSNR cost of learning the HR patches, docs/int8.md)."""
+    return {'convs': 'block_3x3', 'calibration_batches': 100, 'target': 'float', **(qat or {})}
 
 
 _VAL = {'val_freq', 'save_img', 'suffix', 'pbar', 'metrics', 'bicubic_baseline', 'precision'}

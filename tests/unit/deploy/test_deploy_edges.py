@@ -88,3 +88,41 @@ def test_auto_precision_follows_the_instruction_set_and_onednn_can_only_veto(mon
     monkeypatch.setattr(torch.ops.mkldnn, '_is_mkldnn_bf16_supported', lambda: onednn)
     assert precision.resolve_precision('auto', 'cpu') == expected
     assert precision.native_bf16('cpu') == (expected == 'bf16')
+
+
+@pytest.mark.parametrize('cap, int8, bf16, precision', [
+    (None, ['AMX-INT8', 'AVX512-VNNI', 'AVX-VNNI'], ['AMX-BF16', 'AVX512_BF16'], 'bf16'),
+    ('all', ['AMX-INT8', 'AVX512-VNNI', 'AVX-VNNI'], ['AMX-BF16', 'AVX512_BF16'], 'bf16'),
+    ('AVX512_CORE_BF16', ['AVX512-VNNI'], ['AVX512_BF16'], 'bf16'),  # Cooper Lake (AVX-VNNI is an AVX2 ISA)
+    ('avx512_core_vnni', ['AVX512-VNNI'], [], 'fp32'),  # Cascade Lake, Ice Lake
+    ('AVX2_VNNI', ['AVX-VNNI'], [], 'fp32'),  # Alder Lake
+    ('AVX2', [], [], 'fp32'),
+])
+def test_an_onednn_isa_cap_removes_the_instruction_sets_it_forbids(monkeypatch, cap, int8, bf16, precision):
+    """ONEDNN_MAX_CPU_ISA keeps PyTorch's and OpenVINO's kernels below a level: a fast path must not count on
+    what is above it (a Sapphire Rapids capped to AVX512_CORE_VNNI computes bf16 emulated)."""
+    from rlfn_arch.utils import precision as prec
+    sapphire_rapids = 'fpu sse4_1 avx avx2 avx_vnni avx512f avx512_vnni avx512_bf16 amx_bf16 amx_tile amx_int8'
+    monkeypatch.setattr(prec, 'cpuinfo_field', lambda name: sapphire_rapids)
+    monkeypatch.setattr(torch.ops.mkldnn, '_is_mkldnn_bf16_supported', lambda: True)
+    if cap is None:
+        monkeypatch.delenv('ONEDNN_MAX_CPU_ISA', raising=False)
+    else:
+        monkeypatch.setenv('ONEDNN_MAX_CPU_ISA', cap)
+    isa = prec.cpu_instruction_sets()
+    assert (isa['int8'], isa['bf16']) == (int8, bf16)
+    assert isa['simd'] == ('AVX2' if cap in ('AVX2', 'AVX2_VNNI') else 'AVX-512')
+    assert prec.resolve_precision('auto', 'cpu') == precision
+
+
+@pytest.mark.parametrize('native', [True, False])
+def test_an_onnx_models_float_precision_follows_the_one_rule_where_the_runtime_can(monkeypatch, native):
+    """OpenVINO follows ``--precision`` (auto = bf16 where native, as PyTorch does); ONNX Runtime runs fp32."""
+    from rlfn_arch.deploy.onnx import onnx_precision
+    from rlfn_arch.utils import precision
+    monkeypatch.setattr(precision, 'native_bf16', lambda device: native)
+    assert onnx_precision('auto', 'openvino') == ('bf16' if native else 'fp32')
+    assert onnx_precision('fp32', 'openvino') == 'fp32' and onnx_precision('bf16', 'openvino') == 'bf16'
+    assert {onnx_precision(p, 'onnxruntime') for p in ('auto', 'fp32', 'bf16')} == {'fp32'}
+    with pytest.raises(ValueError, match='fp16'):
+        onnx_precision('fp16', 'openvino')

@@ -1,7 +1,9 @@
 """An int8 (quantization-aware) stage from an option file: it starts from the previous stage's float weights,
 trains with fake quantization, and the run ends with the int8 ONNX model, which the tools run."""
 import json
+import re
 
+import cv2
 import pytest
 import torch
 from helpers import edit, run_module, tiny_options, tiny_test_options, train_main
@@ -9,6 +11,7 @@ from helpers import edit, run_module, tiny_options, tiny_test_options, train_mai
 from rlfn_arch.archs import RLFN
 from rlfn_arch.archs.qat import prepare_qat
 from rlfn_arch.utils.checkpoint import read_safetensors, safe_load, split_quant_state
+from rlfn_arch.utils.precision import native_bf16
 
 pytest.importorskip('onnxruntime')
 
@@ -67,12 +70,108 @@ def test_quantize_reads_the_trained_scales_and_test_runs_the_int8_model(run, tmp
     assert '# psnr' in proc.stdout + proc.stderr
 
 
+def _psnr(proc):
+    return float(re.search(r'# psnr: ([\d.]+)', proc.stdout + proc.stderr).group(1))
+
+
+def test_openvino_runs_the_int8_model_in_every_tool_as_onnx_runtime_does(run, tmp_path):
+    """``--runtime openvino``: the same int8 file, OpenVINO's int8 kernels; images and PSNR as ONNX Runtime's."""
+    pytest.importorskip('openvino')
+    from rlfn_arch.deploy.onnx import OnnxRLFN
+    _, _, exp = run
+    model = exp / 'net_g_final_int8.onnx'
+    x = torch.nn.functional.interpolate(torch.rand(1, 3, 6, 5), size=(23, 19), mode='bicubic').clamp(0, 1)
+    ort_y, ov_y = (OnnxRLFN(str(model), runtime=r)(x) for r in ('onnxruntime', 'openvino'))
+    assert ov_y.shape == ort_y.shape == (1, 3, 92, 76)
+    assert float((ov_y - ort_y).abs().mean() * 255) < 0.5  # grey levels: one int8 step here and there
+    test_yml = tiny_test_options(tmp_path, 'ov_test', {}, model_type='SRModel',
+                                 metrics={'psnr': {'type': 'calculate_psnr', 'crop_border': 4}})
+    by = {r: _psnr(run_module('rlfn_arch.test', '-opt', test_yml, '--onnx', model, '--runtime', r))
+          for r in ('onnxruntime', 'openvino')}
+    assert abs(by['openvino'] - by['onnxruntime']) < 0.05, by
+    lr_dir = tmp_path / 'set' / 'LR_bicubic' / 'X4'
+    for r, p in (('onnxruntime', 'auto'), ('openvino', 'fp32'), ('openvino', 'bf16')):
+        proc = run_module('rlfn_arch.infer', '-i', lr_dir, '-o', tmp_path / f'{r}{p}', '--onnx', model, '--runtime', r,
+                          '--precision', p)
+        assert f', {r} ({"fp32" if r == "onnxruntime" else p})' in proc.stdout  # ONNX Runtime: fp32, as exported
+    for f in lr_dir.iterdir():
+        a, b, c = (cv2.imread(str(tmp_path / d / f.name)).astype(int)
+                   for d in ('onnxruntimeauto', 'openvinofp32', 'openvinobf16'))
+        assert a.shape == b.shape == c.shape and (abs(a - b) <= 1).mean() > 0.99
+        assert abs(a - c).mean() < 3  # bf16 float operations: close to fp32
+        if native_bf16('cpu'):  # (elsewhere OpenVINO may run them in fp32 whatever the hint)
+            assert (b != c).any()  # another computation
+    run_module('rlfn_arch.benchmark', '--preset', 'rlfn_s', '--size', '32', '32', '--runs', '1', '--warmup',
+               '0', '--onnx', model, '--runtime', 'openvino', '--json', tmp_path / 'b.json')
+    rows = json.loads((tmp_path / 'b.json').read_text())
+    assert rows[-1]['path'] == 'openvino net_g_final_int8.onnx' and rows[-1]['runtime_ms'] > 0
+
+
+def test_a_runtime_that_cannot_apply_is_refused_naming_it(run, tmp_path, monkeypatch):
+    import importlib.util
+    _, _, exp = run
+    test_yml = tiny_test_options(tmp_path, 'refused', {}, model_type='SRModel')
+    proc = run_module('rlfn_arch.test', '-opt', test_yml, '--onnx', exp / 'net_g_final_int8.onnx', '--precision',
+                      'bf16', check=False)
+    assert proc.returncode == 2 and '--precision bf16 applies with --runtime openvino' in proc.stderr
+    proc = run_module('rlfn_arch.test', '-opt', test_yml, '--onnx', exp / 'net_g_final_int8.onnx', '--runtime',
+                      'openvino', '--precision', 'fp16', check=False)
+    assert proc.returncode == 2 and 'OpenVINO runs an ONNX model\'s float operations in fp32 or bf16' in proc.stderr
+    proc = run_module('rlfn_arch.infer', '-i', tmp_path, '-o', tmp_path / 'o', '--model_path', exp / 'net_g_final.pth',
+                      '--runtime', 'openvino', check=False)
+    assert proc.returncode == 2 and '--runtime openvino runs --onnx models' in proc.stderr
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, 'find_spec', lambda name, *a: None if name == 'openvino' else real(name, *a))
+    proc = run_module('rlfn_arch.benchmark', '--preset', 'rlfn_s', '--onnx', exp / 'net_g_final_int8.onnx',
+                      '--runtime', 'openvino', '--json', tmp_path / 'b.json', check=False)
+    assert proc.returncode == 2 and 'OpenVINO is not installed (pip install openvino)' in proc.stderr
+    assert not (tmp_path / 'b.json').exists() and not (tmp_path / 'o').exists()
+
+
+def _int8_only_run(root, target, invert_hr):
+    """One int8 stage (3 iterations) from fixed float weights; the HR images inverted or not. Its final weights."""
+    yml, exp = tiny_options(root)
+    if invert_hr:
+        for f in (root / 'data' / 'HR').iterdir():
+            cv2.imwrite(str(f), 255 - cv2.imread(str(f)))
+    torch.manual_seed(0)
+    start = root / 'start.pth'
+    torch.save({'params': RLFN(upscale=4, feature_channels=8, mid_channels=8, num_blocks=1).state_dict()}, start)
+    edit(yml, lambda o: (o['path'].update(pretrain_network_g=str(start)),
+                         o.update(stages=[{'name': 'q', 'train': {'total_iter': 3, 'qat': {
+                             'convs': 'all', 'calibration_batches': 1, **({'target': target} if target else {})}}}])))
+    assert train_main('-opt', yml) == 0
+    return split_quant_state(safe_load(exp / 'net_g_final.pth')['params'])[0]
+
+
+def test_the_int8_network_learns_the_float_networks_output_by_default_and_the_hr_patch_with_target_gt(tmp_path):
+    """``qat.target: float`` (the default): the target is the float network's output for the patch, so what
+    the HR images hold changes nothing; ``target: gt`` learns the HR patch, and inverted HR images change it."""
+    runs = {(t, inv): _int8_only_run(tmp_path / f'{t}{inv}', t, inv) for t in (None, 'gt') for inv in (0, 1)}
+    float_a, float_b = runs[None, 0], runs[None, 1]
+    assert all(torch.equal(float_a[k], float_b[k]) for k in float_a)
+    gt_a, gt_b = runs['gt', 0], runs['gt', 1]
+    assert not all(torch.equal(gt_a[k], gt_b[k]) for k in gt_a)
+    assert not all(torch.equal(float_a[k], gt_a[k]) for k in gt_a)  # the two targets differ on the same data
+
+
+def test_the_plan_says_what_an_int8_stage_learns(tmp_path):
+    yml, exp = tiny_options(tmp_path)
+    for target, words in ((None, "learns the float network's output"), ('gt', 'learns the HR patches')):
+        edit(yml, lambda o, t=target: o['stages'][2].update(
+            train={'total_iter': 1, 'qat': {'convs': 'all', **({'target': t} if t else {})}}))
+        proc = run_module('rlfn_arch.train', '-opt', yml, '--dry_run')
+        assert f'int8 convs all (quantization-aware, {words})' in proc.stdout, proc.stdout
+    assert not exp.exists()
+
+
 def test_int8_options_that_cannot_work_are_refused_before_anything_is_written(tmp_path):
     yml, exp = tiny_options(tmp_path)
     for change, words in (({'qat': {'convs': 'all'}, 'ema_decay': 0.999}, 'ema_decay: 0'),
                           ({'qat': {'convs': 'most'}}, 'expected one of all, body, block_3x3, blocks'),
                           ({'qat': {'convs': 'all'}, 'precision': 'bf16'}, 'trains in fp32'),
-                          ({'qat': {'convs': 'all', 'bits': 4}}, 'bits')):
+                          ({'qat': {'convs': 'all', 'bits': 4}}, 'bits'),
+                          ({'qat': {'target': 'hr'}}, 'train.qat.target: \'hr\': expected float')):
         edit(yml, lambda o, c=change: o['stages'][2].update(train={'total_iter': 1, **c}))
         proc = run_module('rlfn_arch.train', '-opt', yml, check=False)
         assert proc.returncode == 2 and words in proc.stderr, (change, proc.stderr)

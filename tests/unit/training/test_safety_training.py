@@ -4,6 +4,7 @@ file the run did not create left as it was: the pattern of all the safety tests.
 import glob
 import os
 
+import torch
 from helpers import (
     corrupt_middle,
     edit,
@@ -16,6 +17,8 @@ from helpers import (
     train_main,
     truncate,
 )
+
+from rlfn_arch.archs import RLFN
 
 
 def victims(tmp_path):
@@ -79,6 +82,12 @@ def test_nan_pretrain_weights_are_refused_for_training_and_testing_before_any_fo
     edit(yml, lambda o: o['path'].update(pretrain_network_g=str(tmp_path / 'x2.pth')))
     proc = run_module('rlfn_arch.train', '-opt', yml, check=False)
     assert proc.returncode == 2 and 'does not fit network_g' in proc.stderr
+    assert 'The file holds an RLFN with upscale 2; to train it: --force_yml network_g:upscale=2' in proc.stderr
+    wide = RLFN(upscale=4, feature_channels=12, mid_channels=8, num_blocks=1)
+    torch.save({'params': wide.state_dict()}, tmp_path / 'wide.pth')
+    edit(yml, lambda o: o['path'].update(pretrain_network_g=str(tmp_path / 'wide.pth')))
+    proc = run_module('rlfn_arch.train', '-opt', yml, check=False)
+    assert proc.returncode == 2 and '--force_yml network_g:feature_channels=12' in proc.stderr, proc.stderr
     # python -m rlfn_arch.test
     test_yml = tiny_test_options(tmp_path, 'nan_test', {'pretrain_network_g': str(bad), 'strict_load_g': True})
     proc = run_module('rlfn_arch.test', '-opt', test_yml, check=False)

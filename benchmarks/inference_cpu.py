@@ -4,7 +4,7 @@ channels_last, ONNX Runtime fp32 and int8 (post-training and, given a quantizati
 for int8), and OpenVINO (a second CPU runtime, when ``pip install openvino`` has put it here) fp32, bf16 and
 int8 on the same ONNX files. RLFN-S x4 at 256x256 LR by default; any trained RLFN with ``--model_path``.
 
-    python benchmarks/inference_cpu.py [--threads 2] [--runs 10] [--models rlfn_s rlfn rlfn_ntire] \\
+    python benchmarks/inference_cpu.py [--threads 2] [--runs 10] [--rounds 5] [--models rlfn_s rlfn rlfn_ntire] \\
         [--qat experiments/RLFN_S_x4_int8_T91BSD200/net_g_final.pth] [--model_path FILE ...]
 
 For each path: median ms per image, speed-up over eager, max abs difference to eager (in [0, 1]), the share of
@@ -21,6 +21,7 @@ for some layers under an AVX2 cap; such rows are skipped with the reason.
 """
 import argparse
 import os
+import statistics
 import sys
 import tempfile
 
@@ -175,6 +176,8 @@ def main():
     p = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
     p.add_argument('--threads', type=int, default=2)
     p.add_argument('--runs', type=int, default=10)
+    p.add_argument('--rounds', type=int, default=1, help='time every path this many times, interleaved (a round '
+                   'times each path once, median of --runs); ms: the median over rounds, ms_range: the spread')
     p.add_argument('--size', type=int, default=256)
     p.add_argument('--models', nargs='+', default=None, choices=['rlfn_s', 'rlfn', 'rlfn_ntire'],
                    help='presets (default rlfn_s without --model_path): RLFN-S with the official x4 weights when '
@@ -210,26 +213,34 @@ def main():
                 ref_psnr = {s: benchmark_psnr_y(lambda a: net(torch.from_numpy(a)).numpy(), s, scale)
                             for s in ('Set5', 'Set14')} if real else {}
             paths = build_paths(net, x, tmp, args.threads, model_qat, xn.shape)
+            times = {name: [] for name in paths}
+            with torch.inference_mode():
+                for _ in range(args.rounds):  # every path once per round: a slow spell of the host hits them all
+                    for name, (_, run) in paths.items():
+                        times[name].append(median_ms(lambda: run(xn), args.runs))
             base = None
             for name, (precision, run) in paths.items():
                 with torch.inference_mode():
-                    ms = median_ms(lambda: run(xn), args.runs)
                     out = run(xn)
                     q = quality(run, ref_psnr, scale) if real else {}
+                ms = statistics.median(times[name])
                 base = base or ms
                 peak = peaks.get(precision, (None, ''))[0]
                 if cap and name.startswith('onnxruntime'):
                     name += ' (not capped)'
                 rows.append({'model': preset, 'path': name, 'precision': precision, 'ms': round(ms, 1),
+                             'ms_range': f'{min(times[name]):.1f}-{max(times[name]):.1f}',
+                             'ms_rounds': [round(t, 1) for t in times[name]],
                              'x_eager': round(base / ms, 2), 'max_abs_diff': round(float(np.abs(out - ref).max()), 4),
                              'peak_share_pct': round(100 * 2 * macs / (ms / 1000) / 1e9 / peak) if peak else None,
                              **{k: round(v, 3) for k, v in q.items()}})
                 print(rows[-1], flush=True)
-    columns = ['model', 'path', 'ms', 'x_eager', 'max_abs_diff', 'peak_share_pct', 'set5_dB', 'set14_dB']
+    columns = ['model', 'path', 'ms'] + (['ms_range'] if args.rounds > 1 else []) + [
+        'x_eager', 'max_abs_diff', 'peak_share_pct', 'set5_dB', 'set14_dB']
     name = 'inference_cpu' + (f'_{cap.lower()}' if cap else '') + ('_models' if args.model_path else '')
     report(name, rows, columns,
-           {'threads': args.threads, 'runs': args.runs, 'lr_size': args.size, 'instruction_sets': isa,
-            'onednn_max_cpu_isa': cap,
+           {'threads': args.threads, 'runs': args.runs, 'rounds': args.rounds, 'lr_size': args.size,
+            'instruction_sets': isa, 'onednn_max_cpu_isa': cap,
             'peak_gflops': {k: {'gflops': round(v, 1), 'runtime': who} for k, (v, who) in peaks.items()},
             'native_bf16': native_bf16('cpu'), 'qat_checkpoint': args.qat if qat_sd is not None else None,
             'model_paths': args.model_path,

@@ -226,9 +226,8 @@ def main():
                 ms = statistics.median(times[name])
                 base = base or ms
                 peak = peaks.get(precision, (None, ''))[0]
-                if cap and name.startswith('onnxruntime'):
-                    name += ' (not capped)'
-                rows.append({'model': preset, 'path': name, 'precision': precision, 'ms': round(ms, 1),
+                label = f'{name} (not capped)' if cap and name.startswith('onnxruntime') else name
+                rows.append({'model': preset, 'path': label, 'precision': precision, 'ms': round(ms, 1),
                              'ms_range': f'{min(times[name]):.1f}-{max(times[name]):.1f}',
                              'ms_rounds': [round(t, 1) for t in times[name]],
                              'x_eager': round(base / ms, 2), 'max_abs_diff': round(float(np.abs(out - ref).max()), 4),

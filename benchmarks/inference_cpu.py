@@ -31,6 +31,7 @@ from _common import SHARED, benchmark_psnr_y, report
 
 import rlfn_arch  # noqa: F401
 from rlfn_arch.archs import PRESETS, RLFN
+from rlfn_arch.archs.qat import int8_weight_bits_of
 from rlfn_arch.archs.rlfn_weights import convert, load_model
 from rlfn_arch.deploy.efficiency import count_ntire, median_ms
 from rlfn_arch.deploy.fast import optimize_for_inference
@@ -44,7 +45,7 @@ from rlfn_arch.deploy.quantize import (
     trained_int8,
 )
 from rlfn_arch.utils.checkpoint import safe_load, select_weights
-from rlfn_arch.utils.precision import cpu_instruction_sets, native_bf16, onednn_isa_cap
+from rlfn_arch.utils.precision import cpu_instruction_sets, int8_saturates, native_bf16, onednn_isa_cap
 
 QAT_DEFAULT = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), 'experiments',
                            'RLFN_S_x4_int8_T91BSD200', 'net_g_final.pth')
@@ -125,8 +126,13 @@ def build_paths(net, x, tmp, threads, qat_sd, shape):
     patches = calibration_patches(n=16)
     models = {f'int8 post-training ({PTQ_CONVS})': quantize_calibrated(net, os.path.join(tmp, 'ptq.onnx'), patches),
               'int8 post-training (all)': quantize_calibrated(net, os.path.join(tmp, 'ptq_all.onnx'), patches, 'all')}
+    if int8_saturates():  # no VNNI/AMX: 8-bit weights can saturate there, 7-bit ones cannot (docs/int8.md)
+        models[f'int8 post-training ({PTQ_CONVS}, 7-bit weights)'] = quantize_calibrated(
+            net, os.path.join(tmp, 'ptq7.onnx'), patches, weight_bits=7)
     if qat_sd is not None:
-        models[f'int8 trained ({trained_int8(qat_sd)})'] = quantize_checkpoint(qat_sd, os.path.join(tmp, 'qat.onnx'))
+        bits = '' if int8_weight_bits_of(qat_sd) == 8 else f', {int8_weight_bits_of(qat_sd)}-bit weights'
+        models[f'int8 trained ({trained_int8(qat_sd)}{bits})'] = quantize_checkpoint(qat_sd,
+                                                                                   os.path.join(tmp, 'qat.onnx'))
 
     def torch_run(m):
         return lambda a: m(torch.from_numpy(a)).float().numpy()

@@ -8,7 +8,7 @@ import argparse
 import sys
 
 import rlfn_arch  # noqa: F401
-from rlfn_arch.archs.qat import INT8_CONVS
+from rlfn_arch.archs.qat import INT8_CONVS, WEIGHT_QMAX, int8_weight_bits_of
 from rlfn_arch.archs.rlfn_weights import model_metadata
 from rlfn_arch.archs.zoo import model_file
 from rlfn_arch.deploy.quantize import (
@@ -24,11 +24,12 @@ from rlfn_arch.utils.fs import check_output
 
 
 def _trained_state(args):
-    """The checkpoint's weights and the int8 set it trained for, or (None, None) for float weights."""
+    """The checkpoint's weights, the int8 set and the weight bits it trained for, or (None, None, None) for float
+    weights."""
     path = args.model_path or model_file(args.model)
     sd = select_weights(safe_load(path), path)[0]
     preset = trained_int8(sd)
-    return (sd, preset) if preset else (None, None)
+    return (sd, preset, int8_weight_bits_of(sd)) if preset else (None, None, None)
 
 
 def main(argv=None):
@@ -43,34 +44,44 @@ def main(argv=None):
     p.add_argument('--convs', default=None, choices=list(INT8_CONVS),
                    help=f'float weights: which convs run in int8 (default {PTQ_CONVS}); a quantization-aware '
                    'checkpoint runs the ones it trained for')
+    p.add_argument('--weight_bits', type=int, default=None, choices=list(WEIGHT_QMAX),
+                   help='float weights: 8 (default) or 7, for CPUs without int8 dot-product instructions (AVX2, '
+                   'AVX-512 without VNNI), where 8-bit weights can saturate; a quantization-aware checkpoint keeps '
+                   'the bits it trained with')
     p.add_argument('--overwrite', action='store_true', help='replace an existing --output (never an input)')
     args = p.parse_args(argv)
     try:
         check_output(args.output, [args.model_path, getattr(args, 'onnx', None)], args.overwrite)
         model = open_model(args)
-        sd, trained = _trained_state(args)
+        sd, trained, trained_bits = _trained_state(args)
         if trained and args.convs and args.convs != trained:
             raise ValueError(f'{model.name}: trained with int8 convs {trained}; it cannot run as --convs {args.convs} '
                              f'(train a quantization-aware stage with train.qat.convs: {args.convs})')
+        if trained and args.weight_bits and args.weight_bits != trained_bits:
+            raise ValueError(f'{model.name}: trained with {trained_bits}-bit weights; it cannot run with '
+                             f'--weight_bits {args.weight_bits} (train a quantization-aware stage with '
+                             f'train.qat.weight_bits: {args.weight_bits})')
         patches = None if trained else calibration_patches(args.calib, args.num_patches)
     except (ValueError, OSError) as e:  # unreadable or non-finite weights, a bad calibration folder
         print(f'error: {e}', file=sys.stderr)
         return 2
     convs = trained or args.convs or PTQ_CONVS
+    bits = trained_bits or args.weight_bits or 8
     how = 'quantization-aware' if trained else f'post-training, calibrated on {args.num_patches} patches'
-    meta = model_metadata(model.cfg, source=model.name, precision='int8 (QDQ)', int8_convs=convs, int8=how)
+    meta = model_metadata(model.cfg, source=model.name, precision='int8 (QDQ)', int8_convs=convs, int8=how,
+                          int8_weight_bits=bits)
     try:
         if trained:
             quantize_checkpoint(sd, args.output, meta, source=model.name)
         else:
-            quantize_calibrated(model.net, args.output, patches, convs, metadata=meta)
+            quantize_calibrated(model.net, args.output, patches, convs, metadata=meta, weight_bits=bits)
     except ValueError as e:  # a quantization-aware checkpoint whose ranges were never observed
         print(f'error: {e}', file=sys.stderr)
         return 2
     except OSError as e:  # the int8 file is written atomically: nothing partial is left at --output
         print(f'error: {e}', file=sys.stderr)
         return 4
-    print(f'wrote {args.output} (int8 QDQ, convs {convs}, {how})')
+    print(f'wrote {args.output} (int8 QDQ, convs {convs}, {bits}-bit weights, {how})')
     return 0
 
 

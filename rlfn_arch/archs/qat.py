@@ -4,7 +4,9 @@ placed where ONNX Runtime's int8 model quantizes, so that what the stage trains 
 Which convs run in int8 is one of :data:`INT8_CONVS` (``all``, ``body``, ``blocks``). For each of them:
 
 * its weight: per output channel, symmetric int8 in [-127, 127] (scale = max |w| / 127, recomputed at every
-  forward: ``torch.ao.nn.qat.Conv2d`` with a moving-average observer of constant 1);
+  forward: ``torch.ao.nn.qat.Conv2d`` with a moving-average observer of constant 1), or with ``weight_bits=7``
+  in [-64, 64] (:data:`WEIGHT_QMAX`: for CPUs without int8 dot-product instructions, whose int8 kernels add
+  pairs of products in 16 bits: 2 x 255 x 64 fits, 2 x 255 x 127 can saturate);
 * its output tensor: per tensor, asymmetric uint8 in [0, 255] (an int8 conv's output is uint8 for every
   reader, as in ONNX Runtime's QLinearConv), its range calibrated on the stage's first training batches
   (:class:`ActivationFakeQuant`: a histogram, the range of least quantization error) and then frozen, while
@@ -40,7 +42,7 @@ from torch.ao.quantization.observer import (
 )
 
 from rlfn_arch.utils.checkpoint import QUANT_KEY_RE
-from rlfn_arch.utils.options.schema import INT8_CONV_SETS, qat_problem
+from rlfn_arch.utils.options.schema import INT8_CONV_SETS, QAT_WEIGHT_BITS, qat_problem
 
 #: Which convs run in int8 (names as in the state dict; ``block_*`` stands for every block).
 #: ``all``: every conv. ``body``: all but the first and the last (``conv_1``, ``upsampler.0``).
@@ -56,8 +58,19 @@ if tuple(INT8_CONVS) != INT8_CONV_SETS:  # the option check (floor 0) lists the 
     raise ImportError(f'INT8_CONVS {tuple(INT8_CONVS)} and the schema\'s INT8_CONV_SETS {INT8_CONV_SETS} differ')
 #: Activation range: uint8, asymmetric (ONNX Runtime's activation type).
 ACT_RANGE = dict(quant_min=0, quant_max=255, dtype=torch.quint8, qscheme=torch.per_tensor_affine)
-#: Weight range: int8 per output channel, symmetric in [-127, 127] (ONNX Runtime's symmetric int8 weights).
-WEIGHT_RANGE = dict(quant_min=-127, quant_max=127, dtype=torch.qint8, qscheme=torch.per_channel_symmetric, ch_axis=0)
+#: Weight range by bits: int8 per output channel, symmetric in [-qmax, qmax]: 8 bits [-127, 127] (ONNX Runtime's
+#: symmetric int8 weights), 7 bits [-64, 64] (its ``reduce_range``, for CPUs without int8 dot products).
+WEIGHT_QMAX = {8: 127, 7: 64}
+if tuple(WEIGHT_QMAX) != QAT_WEIGHT_BITS:
+    raise ImportError(f'WEIGHT_QMAX {tuple(WEIGHT_QMAX)} and the schema\'s QAT_WEIGHT_BITS {QAT_WEIGHT_BITS} differ')
+
+
+def weight_range(bits=8):
+    """The weight quantizer's settings for ``bits`` (8 or 7, :data:`WEIGHT_QMAX`)."""
+    if bits not in WEIGHT_QMAX:
+        raise ValueError(f'weight bits {bits!r}: expected one of {", ".join(map(str, WEIGHT_QMAX))}')
+    q = WEIGHT_QMAX[bits]
+    return dict(quant_min=-q, quant_max=q, dtype=torch.qint8, qscheme=torch.per_channel_symmetric, ch_axis=0)
 
 
 class ActivationFakeQuant(FakeQuantize):
@@ -108,9 +121,9 @@ class ActivationFakeQuant(FakeQuantize):
         self.zero_point.zero_()
 
 
-def _qconfig():
+def _qconfig(weight_bits=8):
     weight = FakeQuantize.with_args(observer=MovingAveragePerChannelMinMaxObserver, averaging_constant=1.0,
-                                    **WEIGHT_RANGE)
+                                    **weight_range(weight_bits))
     return QConfig(activation=ActivationFakeQuant, weight=weight)
 
 
@@ -127,8 +140,8 @@ class QATConv2d(nnqat.Conv2d):
     made it, its input (``input_fq``). Parameter names stay those of ``nn.Conv2d``."""
 
     @classmethod
-    def from_conv(cls, conv, input_fq, output_fq):
-        conv.qconfig = _qconfig()
+    def from_conv(cls, conv, input_fq, output_fq, weight_bits=8):
+        conv.qconfig = _qconfig(weight_bits)
         qat = cls.from_float(conv)
         del conv.qconfig
         qat.input_fq = input_fq
@@ -175,10 +188,11 @@ def _forget_ranges_on_float_load(net, incompatible):
                 m.reset()
 
 
-def prepare_qat(net, convs='all', calibration_batches=100):
+def prepare_qat(net, convs='all', calibration_batches=100, weight_bits=8):
     """Put the convs ``convs`` names (:data:`INT8_CONVS`) of an RLFN ``net`` under int8 fake quantization, in
     place; the weights are kept. Activation ranges are calibrated on the first ``calibration_batches`` training
-    batches, then frozen (:class:`ActivationFakeQuant`). Returns ``net``.
+    batches, then frozen (:class:`ActivationFakeQuant`); weights are quantized to ``weight_bits`` (8, or 7 for
+    CPUs without int8 dot products: :data:`WEIGHT_QMAX`). Returns ``net``.
 
     Raises:
         ValueError: a network that is not RLFN's layout, an unknown ``convs``, a network prepared already.
@@ -191,6 +205,7 @@ def prepare_qat(net, convs='all', calibration_batches=100):
     if getattr(net, 'int8_convs', None):
         raise ValueError('the network is prepared for int8 training already')
     names = int8_conv_names(net, convs)
+    weight_range(weight_bits)  # refuses other bits before anything changes
     made_by = _made_by(net)
     modules = dict(net.named_modules())
     for name in names:
@@ -200,9 +215,11 @@ def prepare_qat(net, convs='all', calibration_batches=100):
         # the network's output (the pixel shuffle only moves it) is an 8-bit image
         output_fq = image_fake_quant() if name == 'upsampler.0' else ActivationFakeQuant(calibration_batches)
         parent, _, attr = name.rpartition('.')
-        setattr(modules[parent] if parent else net, attr, QATConv2d.from_conv(modules[name], input_fq, output_fq))
+        setattr(modules[parent] if parent else net, attr,
+                QATConv2d.from_conv(modules[name], input_fq, output_fq, weight_bits))
     net.int8_convs = tuple(names)
     net.int8_preset = convs
+    net.int8_weight_bits = weight_bits
     net.register_load_state_dict_post_hook(_forget_ranges_on_float_load)
     return net
 
@@ -244,3 +261,32 @@ def int8_preset_of(state_dict):
             return preset
     raise ValueError(f'weight quantizers for {len(convs)} convs ({convs[0]}, ...): not one of the int8 sets '
                      f'{", ".join(INT8_CONVS)}')
+
+
+def int8_weight_bits_of(state_dict):
+    """The weight bits (:data:`WEIGHT_QMAX`) a quantization-aware ``state_dict`` trained with, or None (float
+    weights). Read from the weight quantizers' own state: each holds the range it last observed per channel
+    (``min_val``, ``max_val``) and the scale it derived, max(|min|, |max|) / qmax, so their ratio is qmax.
+
+    Raises:
+        ValueError: quantizer state that fits no known number of bits.
+    """
+    qmax = set()
+    for k, scale in state_dict.items():
+        if not k.endswith('.weight_fake_quant.scale'):
+            continue
+        base = k[:-len('scale')] + 'activation_post_process.'
+        lo, hi = state_dict.get(base + 'min_val'), state_dict.get(base + 'max_val')
+        if lo is None or hi is None:
+            continue
+        span = torch.maximum(-lo.float(), hi.float())
+        keep = span > 1e-6  # an all-zero channel's scale is the observer's floor, not span / qmax
+        if keep.any():
+            qmax.update(torch.round(span[keep] / scale.float().reshape(-1)[keep]).long().unique().tolist())
+    if not qmax:
+        return None
+    for bits, q in WEIGHT_QMAX.items():
+        if qmax == {q}:
+            return bits
+    raise ValueError(f'weight quantizers with ranges of {sorted(qmax)} steps per side: expected one of '
+                     f'{", ".join(f"{q} ({b} bits)" for b, q in WEIGHT_QMAX.items())}')

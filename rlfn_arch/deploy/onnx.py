@@ -6,6 +6,7 @@ ESA's resize back to the input's own size and PixelShuffle (DepthToSpace) export
 extra), imported where used.
 """
 import importlib.util
+import warnings
 from collections import OrderedDict
 
 import numpy as np
@@ -14,7 +15,7 @@ from torch.nn import functional as F
 
 from rlfn_arch.archs.rlfn_arch import MIN_INPUT_SIZE
 from rlfn_arch.utils.fs import atomic_write
-from rlfn_arch.utils.precision import resolve_precision
+from rlfn_arch.utils.precision import int8_saturates, resolve_precision
 
 from basicsr.utils.registry import ARCH_REGISTRY
 
@@ -221,6 +222,24 @@ class OnnxRLFN:
         if scale is not None and scale != probed:
             raise ValueError(f'{path}: upscales x{probed}, not x{scale}')
         self.upscale = probed
+        self._check_saturation()
+
+    def _check_saturation(self):
+        """Warn when an int8 model with 8-bit weights runs on a CPU whose int8 kernels can saturate (no VNNI/AMX:
+        :func:`rlfn_arch.utils.precision.int8_saturates`): its images can lose quality there (docs/int8.md)."""
+        if not int8_saturates(capped=self.runtime == 'openvino'):
+            return
+        try:
+            from rlfn_arch.deploy.quantize import int8_weight_bits_onnx
+            bits = int8_weight_bits_onnx(self.path)
+        except ImportError:  # no onnx package to read the weights with: nothing to say
+            return
+        if bits == 8:
+            warnings.warn(f'{self.path}: int8 weights in [-127, 127] on a CPU without int8 dot-product instructions '
+                          '(VNNI/AMX): its int8 kernels add pairs of products in 16 bits, which such weights can '
+                          'overflow, and the images lose quality (OpenVINO under an AVX2 cap: 0.17 dB on Set5 x4, '
+                          'docs/int8.md); a model with 7-bit weights does not (train.qat.weight_bits: 7, or python -m '
+                          'rlfn_arch.quantize --weight_bits 7)', RuntimeWarning, stacklevel=3)
 
     def _probe_scale(self):
         """The scale the model computes: one run on a 16x16 input."""

@@ -2,6 +2,10 @@
 
 (library; ``python -m rlfn_arch.quantize --model_path FILE --output model_int8.onnx`` is its front.)
 
+Weights are int8 in [-127, 127], or in [-64, 64] with ``weight_bits=7`` (ONNX Runtime's ``reduce_range``): CPUs
+without int8 dot-product instructions (AVX2, AVX-512 without VNNI) add pairs of uint8 x int8 products in 16 bits,
+which 8-bit weights can overflow (OpenVINO's "saturation issue"; measured: docs/int8.md); 7-bit weights cannot.
+
 * **Trained for int8** (:func:`quantize_checkpoint`): the checkpoint of a quantization-aware stage
   (``train: qat``, :mod:`rlfn_arch.archs.qat`) holds the int8 convs and every activation scale it trained
   with; they are written into the model as they are (ONNX Runtime's ``TensorQuantOverrides``), so the int8
@@ -20,7 +24,15 @@ import tempfile
 import cv2
 import numpy as np
 
-from rlfn_arch.archs.qat import activation_quantizers, int8_conv_names, int8_preset_of, prepare_qat, qparams
+from rlfn_arch.archs.qat import (
+    WEIGHT_QMAX,
+    activation_quantizers,
+    int8_conv_names,
+    int8_preset_of,
+    int8_weight_bits_of,
+    prepare_qat,
+    qparams,
+)
 from rlfn_arch.archs.rlfn_arch import RLFN
 from rlfn_arch.archs.rlfn_weights import detect_config
 from rlfn_arch.data.builders import build_sample_dataset, sample_ready
@@ -34,6 +46,36 @@ from .onnx import export_onnx
 
 #: The convs post-training quantization puts in int8 by default (:data:`rlfn_arch.archs.qat.INT8_CONVS`).
 PTQ_CONVS = 'blocks'
+
+
+def _reduce_range(weight_bits):
+    """ONNX Runtime's ``reduce_range`` for ``weight_bits``: its reduced int8 range is exactly the 7-bit one
+    here (checked, so the two cannot drift apart)."""
+    if weight_bits not in WEIGHT_QMAX:
+        raise ValueError(f'weight bits {weight_bits!r}: expected one of {", ".join(map(str, WEIGHT_QMAX))}')
+    if weight_bits == 8:
+        return False
+    from onnx import TensorProto
+    from onnxruntime.quantization.quant_utils import get_qmin_qmax_for_qType
+    qmin, qmax = (int(v) for v in get_qmin_qmax_for_qType(TensorProto.INT8, reduce_range=True, symmetric=True))
+    if (qmin, qmax) != (-WEIGHT_QMAX[7], WEIGHT_QMAX[7]):
+        raise ValueError(f'this ONNX Runtime reduces int8 weights to [{qmin}, {qmax}], not the [-64, 64] that 7-bit '
+                         'weights train with')
+    return True
+
+
+def int8_weight_bits_onnx(model):
+    """The bits of an int8 ONNX model's conv weights (the largest |q| of its int8 initializers: up to 64 is 7
+    bits), or None (no int8 weights). ``model``: a path or a ModelProto."""
+    import onnx
+    from onnx import numpy_helper
+    model = onnx.load(model) if isinstance(model, (str, os.PathLike)) else model
+    peak = None
+    for init in model.graph.initializer:
+        if init.data_type == onnx.TensorProto.INT8 and len(init.dims) == 4:
+            a = numpy_helper.to_array(init)
+            peak = max(peak or 0, int(np.abs(a.astype(np.int16)).max()) if a.size else 0)
+    return None if peak is None else 7 if peak <= WEIGHT_QMAX[7] else 8
 
 
 class _PatchReader:
@@ -97,9 +139,10 @@ def conv_nodes(model, names):
     return nodes
 
 
-def quantize(fp32_onnx, out_path, patches, choose, method='entropy', metadata=None):
+def quantize(fp32_onnx, out_path, patches, choose, method='entropy', metadata=None, weight_bits=8):
     """ONNX Runtime's static QDQ quantization of ``fp32_onnx`` into ``out_path`` (atomically): per-channel symmetric
-    int8 weights, uint8 activations calibrated on ``patches`` by ``method``; the model's ``metadata`` added.
+    int8 weights of ``weight_bits`` (8: [-127, 127]; 7: [-64, 64]), uint8 activations calibrated on ``patches`` by
+    ``method``; the model's ``metadata`` added.
 
     Args:
         choose (callable): ``choose(model) -> (Conv node names, extra_options)`` on the pre-processed ModelProto
@@ -119,7 +162,8 @@ def quantize(fp32_onnx, out_path, patches, choose, method='entropy', metadata=No
                         per_channel=True, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
                         calibrate_method={'minmax': CalibrationMethod.MinMax, 'entropy': CalibrationMethod.Entropy,
                                           'percentile': CalibrationMethod.Percentile}[method],
-                        nodes_to_quantize=list(nodes), op_types_to_quantize=['Conv'], extra_options=extra or {})
+                        nodes_to_quantize=list(nodes), op_types_to_quantize=['Conv'], extra_options=extra or {},
+                        reduce_range=_reduce_range(weight_bits))
         qmodel = onnx.load(quantized)
         for k, v in (metadata or {}).items():  # what the model says about itself (scale, network, range)
             entry = qmodel.metadata_props.add()
@@ -129,14 +173,14 @@ def quantize(fp32_onnx, out_path, patches, choose, method='entropy', metadata=No
     return out_path
 
 
-def quantize_calibrated(net, out_path, patches, convs=PTQ_CONVS, method='entropy', metadata=None):
+def quantize_calibrated(net, out_path, patches, convs=PTQ_CONVS, method='entropy', metadata=None, weight_bits=8):
     """Post-training int8 (no training): ``net``'s convs ``convs`` (:data:`rlfn_arch.archs.qat.INT8_CONVS`) in
-    int8, activation ranges calibrated on ``patches`` by ``method``."""
+    int8 with ``weight_bits`` weights, activation ranges calibrated on ``patches`` by ``method``."""
     names = int8_conv_names(net, convs)
     with tempfile.TemporaryDirectory() as tmp:
         fp32 = export_onnx(net, os.path.join(tmp, 'fp32.onnx'))
         return quantize(fp32, out_path, patches, lambda m: ([n.name for n in conv_nodes(m, names)], {}), method=method,
-                        metadata=metadata)
+                        metadata=metadata, weight_bits=weight_bits)
 
 
 def _own_input(model, node):
@@ -189,9 +233,11 @@ def _sort_nodes(model):
 def quantize_trained(fp32_onnx, out_path, net, metadata=None):
     """The int8 model of a quantization-aware network: its float weights (``fp32_onnx``) with exactly the int8
     convs and activation scales it trained with; weight scales are max |w| / 127 per output channel, as in
-    training. No calibration data is needed (ONNX Runtime's quantizer reads one blank patch to run)."""
+    training (max |w| / 64 for a network trained with 7-bit weights). No calibration data is needed (ONNX
+    Runtime's quantizer reads one blank patch to run)."""
     blank = [np.zeros((net.conv_1.in_channels, 32, 32), np.float32)]
-    return quantize(fp32_onnx, out_path, blank, lambda m: qat_overrides(net, m), method='minmax', metadata=metadata)
+    return quantize(fp32_onnx, out_path, blank, lambda m: qat_overrides(net, m), method='minmax', metadata=metadata,
+                    weight_bits=net.int8_weight_bits)
 
 
 def trained_int8(state_dict):
@@ -206,7 +252,7 @@ def quantize_checkpoint(state_dict, out_path, metadata=None, source='<state dict
     sd = strip_module(state_dict)
     weights, quant = split_quant_state(sd)
     cfg = detect_config(weights, source)
-    net = prepare_qat(RLFN(**cfg), int8_preset_of(sd))
+    net = prepare_qat(RLFN(**cfg), int8_preset_of(sd), weight_bits=int8_weight_bits_of(sd))
     try:
         net.load_state_dict({**weights, **quant}, strict=True)
     except RuntimeError as e:  # a partial or foreign quantizer state

@@ -140,9 +140,9 @@ class WarmStartModel(SRModel):
         if qat is None:
             return net
         qat = qat_settings(qat)
-        prepare_qat(net, qat['convs'], qat['calibration_batches'])
+        prepare_qat(net, qat['convs'], qat['calibration_batches'], qat['weight_bits'])
         get_root_logger().info(f'int8 quantization-aware training: {len(net.int8_convs)} convs in int8 '
-                               f'({net.int8_preset}), fake quantization in fp32')
+                               f'({net.int8_preset}, {qat["weight_bits"]}-bit weights), fake quantization in fp32')
         return net
 
     def model_to_device(self, net):

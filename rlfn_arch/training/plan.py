@@ -83,7 +83,8 @@ class StagePlan:
         if train.get('qat'):
             qat = qat_settings(train['qat'])
             target = "the float network's output" if qat['target'] == 'float' else 'the HR patches'
-            only += f'; int8 convs {qat["convs"]} (quantization-aware, learns {target})'
+            bits = '' if qat['weight_bits'] == 8 else f', {qat["weight_bits"]}-bit weights'
+            only += f'; int8 convs {qat["convs"]} (quantization-aware, learns {target}{bits})'
         return '\n'.join([
             f'stage {self.index + 1}: {self.label}  [{what}]',
             f'  folder      {self.folder}',

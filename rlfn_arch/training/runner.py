@@ -89,8 +89,10 @@ def _finish_int8(state_dict, path, opt, source):
     try:
         from rlfn_arch.deploy.quantize import quantize_checkpoint
         cfg = detect_config(split_quant_state(state_dict)[0])
+        qat = qat_settings(opt['train']['qat'])
         quantize_checkpoint(state_dict, path, model_metadata(
-            cfg, source=osp.basename(source), precision='int8 (QDQ)', int8=qat_settings(opt['train']['qat'])['convs']))
+            cfg, source=osp.basename(source), precision='int8 (QDQ)', int8=qat['convs'],
+            int8_weight_bits=qat['weight_bits']))
         print(f'int8 model: {path} (python -m rlfn_arch.infer --onnx {path} ...)', flush=True)
     except ImportError:
         print(f'int8 model: not written, onnx / onnxruntime are not installed (pip install "rlfn-basicsr[export]"); '

@@ -70,6 +70,17 @@ def cpu_instruction_sets():
             'bf16': [v for k, v in BF16_FLAGS.items() if k in flags], 'simd': simd}
 
 
+def int8_saturates(capped=True):
+    """True on an x86 CPU without int8 dot-product instructions (AVX2, AVX-512 without VNNI): its int8 kernels add
+    pairs of uint8 x int8 products in 16 bits, which weights beyond [-64, 64] can overflow (OpenVINO calls it the
+    saturation issue). False where it has VNNI or AMX, None where /proc/cpuinfo says nothing x86.
+    ``capped``: honour ``ONEDNN_MAX_CPU_ISA`` (what oneDNN, so OpenVINO, runs); ONNX Runtime's kernels ignore it."""
+    flags = cpu_flags() if capped else set((cpuinfo_field('flags') or '').split())
+    if 'sse4_1' not in flags and 'avx2' not in flags:
+        return None
+    return not (INT8_DOT_FLAGS.keys() & flags)
+
+
 def native_bf16(device):
     """True when ``device`` computes bf16 convolutions natively (so bf16 is faster than fp32 there)."""
     device = torch.device(device)

@@ -30,6 +30,7 @@ from .schema import (
     INT8_CONV_SETS,
     LOSS_KEYS,
     QAT_TARGETS,
+    QAT_WEIGHT_BITS,
     name_problem,
     qat_problem,
     qat_settings,
@@ -327,8 +328,8 @@ def _check_train(opt, ck):
 
 
 def _check_qat(opt, train, ck):
-    """``train.qat: {convs: all | body | block_3x3 | blocks, calibration_batches: 100, target: float | gt}``: int8
-    fake quantization (RLFN's layout, no EMA copy, fp32)."""
+    """``train.qat: {convs: all | body | ... | blocks, calibration_batches: 100, target: float | gt, weight_bits: 8 |
+    7}``: int8 fake quantization (RLFN's layout, no EMA copy, fp32)."""
     qat = train.get('qat')
     if qat is None:
         return
@@ -339,6 +340,10 @@ def _check_qat(opt, train, ck):
     _positive_int(qat.get('calibration_batches'), ck, 'train.qat.calibration_batches')
     if qat_settings(qat)['convs'] not in INT8_CONV_SETS:
         ck.err('train.qat.convs', f'{qat.get("convs")!r}: expected one of {", ".join(INT8_CONV_SETS)}')
+    bits = qat_settings(qat)['weight_bits']
+    if isinstance(bits, bool) or bits not in QAT_WEIGHT_BITS:
+        ck.err('train.qat.weight_bits', f'{bits!r}: expected 8 (the default) or 7 (for CPUs without int8 dot-product '
+               'instructions: AVX2, AVX-512 without VNNI)')
     if qat_settings(qat)['target'] not in QAT_TARGETS:
         ck.err('train.qat.target', f'{qat.get("target")!r}: expected float (the output of the weights the stage '
                'started from, the default) or gt (the HR patch)')

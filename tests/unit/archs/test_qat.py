@@ -5,7 +5,14 @@ import torch
 from torch.nn import functional as F
 
 from rlfn_arch.archs import RLFN
-from rlfn_arch.archs.qat import INT8_CONVS, activation_quantizers, int8_preset_of, prepare_qat, qparams
+from rlfn_arch.archs.qat import (
+    INT8_CONVS,
+    activation_quantizers,
+    int8_preset_of,
+    int8_weight_bits_of,
+    prepare_qat,
+    qparams,
+)
 from rlfn_arch.utils.checkpoint import split_quant_state
 
 TINY = dict(upscale=2, feature_channels=8, mid_channels=8, num_blocks=2)
@@ -18,10 +25,10 @@ def _images(n=6, size=24, seed=0):
     return F.interpolate(coarse, size=(size, size), mode='bicubic', align_corners=False).clamp(0, 1)
 
 
-def _trained(convs='all', seed=0):
+def _trained(convs='all', seed=0, weight_bits=8):
     """A tiny RLFN prepared for int8, its ranges observed on a few training-mode batches."""
     torch.manual_seed(seed)
-    net = prepare_qat(RLFN(**TINY), convs).train()
+    net = prepare_qat(RLFN(**TINY), convs, weight_bits=weight_bits).train()
     with torch.no_grad():
         for x in _images(4).split(2):
             net(x)
@@ -146,6 +153,71 @@ def test_the_int8_onnx_model_computes_what_the_network_trained_as(tmp_path):
                if i.data_type == onnx.TensorProto.INT8 and len(i.dims) == 4]
     convs = [m for m in net.modules() if isinstance(m, torch.nn.Conv2d)]
     assert len(weights) == len(convs)  # every conv's weight is int8
+
+
+@pytest.mark.parametrize('bits,qmax', [(8, 127), (7, 64)])
+def test_weights_train_on_the_grid_of_their_bits_and_the_bits_are_read_back(bits, qmax):
+    """Each conv's fake-quantized weight is k * max|w| / qmax per output channel, |k| <= qmax, the extreme reached;
+    the state dict says which bits it trained with (None for float weights)."""
+    net = _trained(weight_bits=bits)
+    for m in net.modules():
+        if hasattr(m, 'weight_fake_quant'):
+            w = m.weight.detach()
+            step = w.abs().flatten(1).amax(1).clamp_min(1e-12) / qmax
+            k = m.weight_fake_quant(w) / step[:, None, None, None]
+            assert torch.allclose(k, k.round(), atol=1e-3) and int(k.abs().round().max()) == qmax
+    assert int8_weight_bits_of(net.state_dict()) == bits
+    assert int8_weight_bits_of(RLFN(**TINY).state_dict()) is None
+    with pytest.raises(ValueError, match='weight bits 6'):
+        prepare_qat(RLFN(**TINY), 'all', weight_bits=6)
+
+
+def test_a_7bit_network_exports_7bit_weights_that_compute_what_it_trained_as(tmp_path):
+    """7-bit weights (for CPUs without int8 dot products) reach the ONNX model as int8 in [-64, 64], and ONNX Runtime
+    computes what the fake-quantized network computes; the file says which bits it holds."""
+    pytest.importorskip('onnxruntime')
+    import onnx
+    from onnx import numpy_helper
+
+    from rlfn_arch.deploy.onnx import OnnxRLFN
+    from rlfn_arch.deploy.quantize import int8_weight_bits_onnx, quantize_checkpoint
+    net = _trained('all', weight_bits=7)
+    path = quantize_checkpoint(net.state_dict(), str(tmp_path / 'int8.onnx'))
+    weights = [numpy_helper.to_array(i) for i in onnx.load(str(path)).graph.initializer
+               if i.data_type == onnx.TensorProto.INT8 and len(i.dims) == 4]
+    assert weights and all(abs(w.astype(int)).max() == 64 for w in weights)
+    assert int8_weight_bits_onnx(str(path)) == 7
+    x = _images(2, size=32, seed=11)
+    with torch.no_grad():
+        ref = net(x)
+    diff = (OnnxRLFN(str(path))(x) - ref).abs() * 255
+    assert float(diff.mean()) < 0.5 and float(diff.max()) <= 6
+    eight = quantize_checkpoint(_trained('all').state_dict(), str(tmp_path / 'int8_8bit.onnx'))
+    assert int8_weight_bits_onnx(str(eight)) == 8
+
+
+def test_8bit_int8_weights_on_a_cpu_without_int8_dot_products_warn_and_7bit_ones_do_not(tmp_path, monkeypatch):
+    """An AVX2-only CPU adds pairs of uint8 x int8 products in 16 bits: a model with 8-bit weights is loaded with a
+    warning that says why and what to use; a 7-bit model, or a VNNI CPU, loads silently."""
+    pytest.importorskip('onnxruntime')
+    import warnings
+
+    from rlfn_arch.deploy.onnx import OnnxRLFN
+    from rlfn_arch.deploy.quantize import quantize_checkpoint
+    from rlfn_arch.utils import precision
+    eight = str(quantize_checkpoint(_trained('all').state_dict(), str(tmp_path / 'w8.onnx')))
+    seven = str(quantize_checkpoint(_trained('all', weight_bits=7).state_dict(), str(tmp_path / 'w7.onnx')))
+    monkeypatch.delenv('ONEDNN_MAX_CPU_ISA', raising=False)
+    for flags, path, warns in (('sse4_1 avx avx2 fma', eight, True), ('sse4_1 avx avx2 fma', seven, False),
+                               ('sse4_1 avx avx2 avx512f avx512_vnni', eight, False)):
+        monkeypatch.setattr(precision, 'cpuinfo_field', lambda name, f=flags: f)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter('always')
+            OnnxRLFN(path)
+        said = [str(w.message) for w in caught if 'dot-product' in str(w.message)]
+        assert bool(said) == warns, (flags, path, said)
+        if warns:
+            assert path in said[0] and 'weight_bits 7' in said[0]
 
 
 def test_a_network_that_never_trained_in_int8_cannot_be_exported(tmp_path):

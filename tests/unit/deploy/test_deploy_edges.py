@@ -113,6 +113,7 @@ def test_an_onednn_isa_cap_removes_the_instruction_sets_it_forbids(monkeypatch, 
     assert (isa['int8'], isa['bf16']) == (int8, bf16)
     assert isa['simd'] == ('AVX2' if cap in ('AVX2', 'AVX2_VNNI') else 'AVX-512')
     assert prec.resolve_precision('auto', 'cpu') == precision
+    assert prec.int8_saturates() == (not int8) and prec.int8_saturates(capped=False) is False  # ORT: not capped
 
 
 @pytest.mark.parametrize('native', [True, False])

@@ -208,6 +208,9 @@ def test_int8_runs_and_stays_within_a_psnr_bound(tmp_path):
     mse = float(((got - ref) ** 2).mean())
     # stated bound: int8 output within 30 dB PSNR of fp32 (the [0,1] range) on this smooth fixture
     assert 10 * np.log10(1 / max(mse, 1e-12)) >= 30
+    from rlfn_arch.deploy.quantize import int8_weight_bits_onnx
+    seven = quantize_calibrated(net, str(tmp_path / 'int7.onnx'), smooth[:4], weight_bits=7)
+    assert (int8_weight_bits_onnx(int8), int8_weight_bits_onnx(seven)) == (8, 7)  # --weight_bits 7: [-64, 64]
 
 
 def test_compare_writes_labelled_columns():

@@ -56,13 +56,17 @@ def test_quantize_reads_the_trained_scales_and_test_runs_the_int8_model(run, tmp
     root, _, exp = run
     out = tmp_path / 'm.onnx'
     proc = run_module('rlfn_arch.quantize', '--model_path', exp / 'net_g_final.pth', '--output', out)
-    assert 'convs all, quantization-aware' in proc.stdout
+    assert 'convs all, 8-bit weights, quantization-aware' in proc.stdout
     from rlfn_arch.deploy.onnx import OnnxRLFN
     x = torch.rand(1, 3, 24, 24)
     assert torch.equal(OnnxRLFN(str(out))(x), OnnxRLFN(str(exp / 'net_g_final_int8.onnx'))(x))  # the same model
     bad = run_module('rlfn_arch.quantize', '--model_path', exp / 'net_g_final.pth', '--output', tmp_path / 'b.onnx',
                      '--convs', 'blocks', check=False)
     assert bad.returncode == 2 and 'trained with int8 convs all' in bad.stderr
+    assert not (tmp_path / 'b.onnx').exists()
+    from rlfn_arch.quantize import main as quantize_main
+    assert quantize_main(['--model_path', str(exp / 'net_g_final.pth'), '--output', str(tmp_path / 'b.onnx'),
+                          '--weight_bits', '7']) == 2  # trained with 8-bit weights: kept, never silently re-quantized
     assert not (tmp_path / 'b.onnx').exists()
     test_yml = tiny_test_options(tmp_path, 'int8_test', {}, model_type='SRModel',
                                  metrics={'psnr': {'type': 'calculate_psnr', 'crop_border': 4}})
@@ -171,6 +175,7 @@ def test_int8_options_that_cannot_work_are_refused_before_anything_is_written(tm
                           ({'qat': {'convs': 'most'}}, 'expected one of all, body, block_3x3, blocks'),
                           ({'qat': {'convs': 'all'}, 'precision': 'bf16'}, 'trains in fp32'),
                           ({'qat': {'convs': 'all', 'bits': 4}}, 'bits'),
+                          ({'qat': {'weight_bits': 6}}, 'train.qat.weight_bits: 6: expected 8'),
                           ({'qat': {'target': 'hr'}}, 'train.qat.target: \'hr\': expected float')):
         edit(yml, lambda o, c=change: o['stages'][2].update(train={'total_iter': 1, **c}))
         proc = run_module('rlfn_arch.train', '-opt', yml, check=False)

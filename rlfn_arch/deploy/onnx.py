@@ -6,6 +6,7 @@ ESA's resize back to the input's own size and PixelShuffle (DepthToSpace) export
 extra), imported where used.
 """
 import importlib.util
+import os
 import warnings
 from collections import OrderedDict
 
@@ -13,6 +14,7 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
+from rlfn_arch.archs.qat import WEIGHT_QMAX
 from rlfn_arch.archs.rlfn_arch import MIN_INPUT_SIZE
 from rlfn_arch.utils.fs import atomic_write
 from rlfn_arch.utils.precision import int8_saturates, resolve_precision
@@ -188,6 +190,20 @@ def openvino_runner(path, threads=None, hint='f32', max_shapes=8):
     return run
 
 
+def int8_weight_bits_onnx(model):
+    """The bits of an int8 ONNX model's conv weights (the largest |q| of its int8 initializers: up to 64 is 7
+    bits), or None (no int8 weights). ``model``: a path or a ModelProto."""
+    import onnx
+    from onnx import numpy_helper
+    model = onnx.load(model) if isinstance(model, (str, os.PathLike)) else model
+    peak = None
+    for init in model.graph.initializer:
+        if init.data_type == onnx.TensorProto.INT8 and len(init.dims) == 4:
+            a = numpy_helper.to_array(init)
+            peak = max(peak or 0, int(np.abs(a.astype(np.int16)).max()) if a.size else 0)
+    return None if peak is None else 7 if peak <= WEIGHT_QMAX[7] else 8
+
+
 class OnnxRLFN:
     """Run an exported (fp32 or int8) RLFN ONNX model with ONNX Runtime or OpenVINO like the PyTorch network:
     ``(N, 3, H, W)`` tensor in, tensor out. Inputs below 15x15 are replicate-padded and cropped, as
@@ -230,7 +246,6 @@ class OnnxRLFN:
         if not int8_saturates(capped=self.runtime == 'openvino'):
             return
         try:
-            from rlfn_arch.deploy.quantize import int8_weight_bits_onnx
             bits = int8_weight_bits_onnx(self.path)
         except ImportError:  # no onnx package to read the weights with: nothing to say
             return

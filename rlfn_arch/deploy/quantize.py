@@ -42,7 +42,7 @@ from rlfn_arch.utils.checkpoint import split_quant_state, strip_module
 from rlfn_arch.utils.fs import atomic_write
 from rlfn_arch.utils.runtime import project_root
 
-from .onnx import export_onnx
+from .onnx import export_onnx, int8_weight_bits_onnx  # noqa: F401 (int8_weight_bits_onnx: part of this API)
 
 #: The convs post-training quantization puts in int8 by default (:data:`rlfn_arch.archs.qat.INT8_CONVS`).
 PTQ_CONVS = 'blocks'
@@ -62,20 +62,6 @@ def _reduce_range(weight_bits):
         raise ValueError(f'this ONNX Runtime reduces int8 weights to [{qmin}, {qmax}], not the [-64, 64] that 7-bit '
                          'weights train with')
     return True
-
-
-def int8_weight_bits_onnx(model):
-    """The bits of an int8 ONNX model's conv weights (the largest |q| of its int8 initializers: up to 64 is 7
-    bits), or None (no int8 weights). ``model``: a path or a ModelProto."""
-    import onnx
-    from onnx import numpy_helper
-    model = onnx.load(model) if isinstance(model, (str, os.PathLike)) else model
-    peak = None
-    for init in model.graph.initializer:
-        if init.data_type == onnx.TensorProto.INT8 and len(init.dims) == 4:
-            a = numpy_helper.to_array(init)
-            peak = max(peak or 0, int(np.abs(a.astype(np.int16)).max()) if a.size else 0)
-    return None if peak is None else 7 if peak <= WEIGHT_QMAX[7] else 8
 
 
 class _PatchReader:
@@ -252,7 +238,8 @@ def quantize_checkpoint(state_dict, out_path, metadata=None, source='<state dict
     sd = strip_module(state_dict)
     weights, quant = split_quant_state(sd)
     cfg = detect_config(weights, source)
-    net = prepare_qat(RLFN(**cfg), int8_preset_of(sd), weight_bits=int8_weight_bits_of(sd))
+    # weight quantizers that never observed (a network that never trained) say no bits; the export refuses it below
+    net = prepare_qat(RLFN(**cfg), int8_preset_of(sd), weight_bits=int8_weight_bits_of(sd) or 8)
     try:
         net.load_state_dict({**weights, **quant}, strict=True)
     except RuntimeError as e:  # a partial or foreign quantizer state

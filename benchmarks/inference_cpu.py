@@ -37,8 +37,8 @@ from rlfn_arch.deploy.efficiency import count_ntire, median_ms
 from rlfn_arch.deploy.fast import optimize_for_inference
 from rlfn_arch.deploy.onnx import export_onnx, openvino_runner
 from rlfn_arch.deploy.quantize import (
-    PTQ_CONVS,
     calibration_patches,
+    ptq_defaults,
     quantize,
     quantize_calibrated,
     quantize_checkpoint,
@@ -124,10 +124,11 @@ def build_paths(net, x, tmp, threads, qat_sd, shape):
     fast_bf16 = optimize_for_inference(net, precision='bf16')  # channels_last + bf16 autocast, eager
     fp32 = export_onnx(net, os.path.join(tmp, 'fp32.onnx'))
     patches = calibration_patches(n=16)
-    models = {f'int8 post-training ({PTQ_CONVS})': quantize_calibrated(net, os.path.join(tmp, 'ptq.onnx'), patches),
+    ptq = ptq_defaults(net)[0]  # the convs `quantize` puts in int8 by default for this network
+    models = {f'int8 post-training ({ptq})': quantize_calibrated(net, os.path.join(tmp, 'ptq.onnx'), patches),
               'int8 post-training (all)': quantize_calibrated(net, os.path.join(tmp, 'ptq_all.onnx'), patches, 'all')}
     if int8_saturates():  # no VNNI/AMX: 8-bit weights can saturate there, 7-bit ones cannot (docs/int8.md)
-        models[f'int8 post-training ({PTQ_CONVS}, 7-bit weights)'] = quantize_calibrated(
+        models[f'int8 post-training ({ptq}, 7-bit weights)'] = quantize_calibrated(
             net, os.path.join(tmp, 'ptq7.onnx'), patches, weight_bits=7)
     if qat_sd is not None:
         bits = '' if int8_weight_bits_of(qat_sd) == 8 else f', {int8_weight_bits_of(qat_sd)}-bit weights'
@@ -144,7 +145,8 @@ def build_paths(net, x, tmp, threads, qat_sd, shape):
     ov = [('openvino fp32', 'fp32', fp32, 'f32'), ('openvino bf16', 'bf16', fp32, 'bf16')]
     ov += [(f'openvino {k}', 'int8', p, 'f32') for k, p in models.items()]
     if native_bf16('cpu'):  # the int8 model's float operations (the convs left float, ESA, additions) in bf16
-        ov += [(f'openvino {k}, the rest bf16', 'int8', p, 'bf16') for k, p in models.items() if 'trained' in k]
+        ov += [(f'openvino {k}, the rest bf16', 'int8', p, 'bf16') for k, p in models.items()
+               if 'trained' in k or k == f'int8 post-training ({ptq})']  # what `infer --runtime openvino` runs
     for name, precision, path, hint in ov:
         run = openvino_path(path, threads, hint, shape)
         if run is not None:

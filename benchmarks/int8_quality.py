@@ -1,9 +1,9 @@
 """How close an int8 model is to fp32, on real photographs: PSNR-Y on Set5 / Set14 x4 of the official fp32
 model, of the quantization-aware checkpoint's float weights, of its int8 ONNX model, and of post-training
-int8 (no training, the default and every conv); and, image by image, how the int8 images differ from the fp32
-images of the same weights and from the official fp32 images: the share of pixels within 1 grey level, the mean
-brightness change (a darkened image shows here) and the contrast kept (a flat image shows here); PyTorch's bf16
-autocast against fp32 on the same measure, for scale.
+int8 (no training: ``quantize``'s default, and every conv); and, image by image, how the int8 images differ
+from the fp32 images of the same weights and from the official fp32 images: the share of pixels within 1 grey
+level, the mean brightness change (a darkened image shows here) and the contrast kept (a flat image shows here);
+PyTorch's bf16 autocast against fp32 on the same measure, for scale.
 
     python benchmarks/int8_quality.py [--qat experiments/RLFN_S_x4_int8_T91BSD200/net_g_final.pth]
 
@@ -23,7 +23,13 @@ import rlfn_arch  # noqa: F401
 from rlfn_arch.archs import RLFN
 from rlfn_arch.archs.rlfn_weights import convert, detect_config
 from rlfn_arch.deploy.onnx import export_onnx
-from rlfn_arch.deploy.quantize import calibration_patches, quantize_calibrated, quantize_checkpoint, trained_int8
+from rlfn_arch.deploy.quantize import (
+    calibration_patches,
+    ptq_defaults,
+    quantize_calibrated,
+    quantize_checkpoint,
+    trained_int8,
+)
 from rlfn_arch.utils.checkpoint import safe_load, select_weights, split_quant_state
 
 QAT_DEFAULT = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), 'experiments',
@@ -81,9 +87,10 @@ def main():
     base = RLFN(**detect_config(weights)).eval()
     base.load_state_dict(convert(official)[0])
     rows = []
+    ptq_name = 'official int8 post-training ({}, {} calibration)'.format(*ptq_defaults(base))  # `quantize`'s default
     with tempfile.TemporaryDirectory() as tmp:
         runs = {'official fp32': ort(export_onnx(base, os.path.join(tmp, 'base.onnx')), args.threads),
-                'official int8 post-training (blocks)': ort(quantize_calibrated(
+                ptq_name: ort(quantize_calibrated(
                     base, os.path.join(tmp, 'ptq.onnx'), calibration_patches(n=32)), args.threads),
                 'official int8 post-training (all)': ort(quantize_calibrated(
                     base, os.path.join(tmp, 'ptq_all.onnx'), calibration_patches(n=32), 'all'), args.threads),
@@ -101,10 +108,10 @@ def main():
             print(row, flush=True)
         images = agreement(runs['fine-tuned fp32 (its float weights)'], runs[f'int8 trained ({convs})'], args.sets)
         vs_official = agreement(runs['official fp32'], runs[f'int8 trained ({convs})'], args.sets)
-        ptq = agreement(runs['official fp32'], runs['official int8 post-training (blocks)'], args.sets)
+        ptq = agreement(runs['official fp32'], runs[ptq_name], args.sets)
         bf16 = agreement(runs['official fp32'], bf16_run(base), args.sets)
     summary = {'int8_vs_its_fp32': _summary(images), 'int8_vs_official_fp32': _summary(vs_official),
-               'ptq_blocks_vs_official_fp32': _summary(ptq), 'bf16_autocast_vs_official_fp32': _summary(bf16)}
+               'ptq_vs_official_fp32': _summary(ptq), 'bf16_autocast_vs_official_fp32': _summary(bf16)}
     print('\nint8 trained vs the fp32 images of the same weights, per image:')
     report('int8_quality', rows, ['model'] + [f'{s}_{k}' for s in args.sets for k in ('psnr_y', 'vs_official_fp32')],
            {'qat_checkpoint': args.qat, 'images': images, 'images_vs_official': vs_official, 'ptq_images': ptq,

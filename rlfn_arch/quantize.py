@@ -1,8 +1,9 @@
 """int8 ONNX model: ``python -m rlfn_arch.quantize --model_path FILE --output model_int8.onnx``.
 
 A checkpoint of a quantization-aware stage (``train: qat``) becomes the int8 model it trained as (its convs,
-its scales; no calibration); float weights are quantized after training (``--convs``, default ``blocks``;
-calibrated on LR patches, ``--calib``). What and why: :mod:`rlfn_arch.deploy.quantize`.
+its scales; no calibration); float weights are quantized after training (``--convs``, default ``block_3x3``;
+``--calibration``, default ``stage``: the int8 stage's quantizers on LR patches, ``--calib``, without
+training). What and why: :mod:`rlfn_arch.deploy.quantize`.
 """
 import argparse
 import sys
@@ -12,8 +13,11 @@ from rlfn_arch.archs.qat import INT8_CONVS, WEIGHT_QMAX, int8_weight_bits_of
 from rlfn_arch.archs.rlfn_weights import model_metadata
 from rlfn_arch.archs.zoo import model_file
 from rlfn_arch.deploy.quantize import (
+    CALIBRATIONS,
+    PTQ_CALIBRATION,
     PTQ_CONVS,
     calibration_patches,
+    ptq_defaults,
     quantize_calibrated,
     quantize_checkpoint,
     trained_int8,
@@ -41,9 +45,13 @@ def main(argv=None):
     p.add_argument('--calib', default=None, help='folder of LR images (default: the sample dataset, x4); float '
                    'weights only')
     p.add_argument('--num_patches', type=int, default=32)
+    p.add_argument('--calibration', default=None, choices=list(CALIBRATIONS),
+                   help=f'float weights: how activation ranges are calibrated (default {PTQ_CALIBRATION}: the int8 '
+                   'stage\'s own quantizers, no training; entropy, minmax, percentile: ONNX Runtime\'s; RFDN-derived '
+                   'layouts: entropy)')
     p.add_argument('--convs', default=None, choices=list(INT8_CONVS),
-                   help=f'float weights: which convs run in int8 (default {PTQ_CONVS}); a quantization-aware '
-                   'checkpoint runs the ones it trained for')
+                   help=f'float weights: which convs run in int8 (default {PTQ_CONVS}; RFDN-derived layouts: '
+                   'blocks); a quantization-aware checkpoint runs the ones it trained for')
     p.add_argument('--weight_bits', type=int, default=None, choices=list(WEIGHT_QMAX),
                    help='float weights: 8 (default) or 7, for CPUs without int8 dot-product instructions (AVX2, '
                    'AVX-512 without VNNI), where 8-bit weights can saturate; a quantization-aware checkpoint keeps '
@@ -61,20 +69,24 @@ def main(argv=None):
             raise ValueError(f'{model.name}: trained with {trained_bits}-bit weights; it cannot run with '
                              f'--weight_bits {args.weight_bits} (train a quantization-aware stage with '
                              f'train.qat.weight_bits: {args.weight_bits})')
+        if trained and args.calibration:
+            raise ValueError(f'{model.name}: trained for int8 with its own ranges; --calibration is for float weights')
         patches = None if trained else calibration_patches(args.calib, args.num_patches)
     except (ValueError, OSError) as e:  # unreadable or non-finite weights, a bad calibration folder
         print(f'error: {e}', file=sys.stderr)
         return 2
-    convs = trained or args.convs or PTQ_CONVS
+    default_convs, default_method = ptq_defaults(model.net)
+    convs = trained or args.convs or default_convs
     bits = trained_bits or args.weight_bits or 8
-    how = 'quantization-aware' if trained else f'post-training, calibrated on {args.num_patches} patches'
+    method = args.calibration or default_method
+    how = 'quantization-aware' if trained else f'post-training, {method} calibration on {args.num_patches} patches'
     meta = model_metadata(model.cfg, source=model.name, precision='int8 (QDQ)', int8_convs=convs, int8=how,
                           int8_weight_bits=bits)
     try:
         if trained:
             quantize_checkpoint(sd, args.output, meta, source=model.name)
         else:
-            quantize_calibrated(model.net, args.output, patches, convs, metadata=meta, weight_bits=bits)
+            quantize_calibrated(model.net, args.output, patches, convs, method, metadata=meta, weight_bits=bits)
     except ValueError as e:  # a quantization-aware checkpoint whose ranges were never observed
         print(f'error: {e}', file=sys.stderr)
         return 2

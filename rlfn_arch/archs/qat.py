@@ -188,6 +188,14 @@ def _forget_ranges_on_float_load(net, incompatible):
                 m.reset()
 
 
+def layout_problem(net):
+    """Why an RLFN-family ``net`` (a module) cannot be prepared for int8 fake quantization, or None: RLFN's own
+    layout only (:func:`rlfn_arch.utils.options.schema.qat_problem`)."""
+    cfg = {'type': 'RLFN', 'block': 'rfdb' if hasattr(net.block_1, 'c1_d') else 'rlfb',
+           'esa': 'full' if net.block_1.esa.full else 'trimmed', 'fuse': 'concat' if net.fuse_blocks else 'none'}
+    return qat_problem(cfg)
+
+
 def prepare_qat(net, convs='all', calibration_batches=100, weight_bits=8):
     """Put the convs ``convs`` names (:data:`INT8_CONVS`) of an RLFN ``net`` under int8 fake quantization, in
     place; the weights are kept. Activation ranges are calibrated on the first ``calibration_batches`` training
@@ -197,9 +205,7 @@ def prepare_qat(net, convs='all', calibration_batches=100, weight_bits=8):
     Raises:
         ValueError: a network that is not RLFN's layout, an unknown ``convs``, a network prepared already.
     """
-    cfg = {'type': 'RLFN', 'block': 'rfdb' if hasattr(net.block_1, 'c1_d') else 'rlfb',
-           'esa': 'full' if net.block_1.esa.full else 'trimmed', 'fuse': 'concat' if net.fuse_blocks else 'none'}
-    problem = qat_problem(cfg)
+    problem = layout_problem(net)
     if problem:
         raise ValueError(problem)
     if getattr(net, 'int8_convs', None):

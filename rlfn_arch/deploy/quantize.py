@@ -11,9 +11,11 @@ which 8-bit weights can overflow (OpenVINO's "saturation issue"; measured: docs/
   with; they are written into the model as they are (ONNX Runtime's ``TensorQuantOverrides``), so the int8
   model computes what the stage validated. No calibration data.
 * **Post-training** (:func:`quantize_calibrated`, any float weights, no training): the convs of
-  :data:`PTQ_CONVS` in int8, ranges calibrated on a few LR patches. Which ones was measured (official
-  RLFN-S x4, Set5 x4 PSNR-Y; docs/deployment.md): every conv costs 0.45 dB without training; ``c2_r`` and
-  ``c3_r`` of each block with entropy calibration about 0.06 dB.
+  :data:`PTQ_CONVS` in int8, ranges calibrated on a few LR patches by :data:`PTQ_CALIBRATION`. The default,
+  ``block_3x3`` calibrated by the int8 stage's own quantizers (``stage``: what the stage computes before its
+  first training step), was measured on five official and shipped models (Set5 / Set14, ONNX Runtime; docs/int8.md):
+  within 0.07 dB of fp32 on each, where ONNX Runtime's entropy calibration of the same convs cost 0.14 dB on
+  RLFN-S x4 (it quantizes a block's input for the residual addition too); every conv costs 0.35 dB.
 
 ONNX Runtime's int8 convolutions use VNNI / AMX where the CPU has them; PyTorch's eager int8 path cannot
 run ESA's resize and sigmoid in int8 and would fall back and forth, so ONNX Runtime is the int8 path.
@@ -30,6 +32,7 @@ from rlfn_arch.archs.qat import (
     int8_conv_names,
     int8_preset_of,
     int8_weight_bits_of,
+    layout_problem,
     prepare_qat,
     qparams,
 )
@@ -44,8 +47,23 @@ from rlfn_arch.utils.runtime import project_root
 
 from .onnx import export_onnx, int8_weight_bits_onnx  # noqa: F401 (int8_weight_bits_onnx: part of this API)
 
-#: The convs post-training quantization puts in int8 by default (:data:`rlfn_arch.archs.qat.INT8_CONVS`).
-PTQ_CONVS = 'blocks'
+#: How post-training quantization calibrates activation ranges: ``stage`` (the int8 stage's own quantizers, no
+#: training; RLFN's own layout) or ONNX Runtime's ``entropy``, ``minmax``, ``percentile``.
+CALIBRATIONS = ('stage', 'entropy', 'minmax', 'percentile')
+#: The post-training defaults (:func:`ptq_defaults`): which convs run in int8 (:data:`rlfn_arch.archs.qat.INT8_CONVS`)
+#: and how their ranges are calibrated, for RLFN's own layout; for the derivation layouts (RFDN blocks, full ESA,
+#: concatenation), which the int8 stage's quantizers do not know, the earlier defaults.
+PTQ_CONVS, PTQ_CALIBRATION = 'block_3x3', 'stage'
+PTQ_CONVS_OTHER_LAYOUTS, PTQ_CALIBRATION_OTHER_LAYOUTS = 'blocks', 'entropy'
+
+
+def ptq_defaults(net):
+    """``(convs, calibration)`` post-training quantization uses for ``net`` when the user names neither: ``block_3x3``
+    with ``stage`` calibration for RLFN's layout (within 0.07 dB of fp32 on five models: docs/int8.md); ``blocks``
+    with ONNX Runtime's entropy calibration for the RFDN-derived layouts."""
+    if layout_problem(net):
+        return PTQ_CONVS_OTHER_LAYOUTS, PTQ_CALIBRATION_OTHER_LAYOUTS
+    return PTQ_CONVS, PTQ_CALIBRATION
 
 
 def _reduce_range(weight_bits):
@@ -159,12 +177,45 @@ def quantize(fp32_onnx, out_path, patches, choose, method='entropy', metadata=No
     return out_path
 
 
-def quantize_calibrated(net, out_path, patches, convs=PTQ_CONVS, method='entropy', metadata=None, weight_bits=8):
+def stage_calibrated(net, patches, convs=PTQ_CONVS, weight_bits=8):
+    """A copy of ``net`` prepared as the int8 stage prepares it (:func:`rlfn_arch.archs.qat.prepare_qat`) with its
+    activation ranges calibrated on ``patches`` by the stage's own quantizers and no training: a histogram of
+    every patch, the range of least error; an input quantized for its conv alone; the network's input and output
+    fixed 8-bit images. Returned in eval mode, ranges frozen; ``net`` is untouched.
+
+    Args:
+        patches (list[np.ndarray]): LR patches, each (3, h, w) float32 in [0, 1] (:func:`calibration_patches`).
+    """
+    import copy
+
+    import torch
+    qnet = prepare_qat(copy.deepcopy(net).float().cpu(), convs, calibration_batches=len(patches),
+                       weight_bits=weight_bits).train()
+    with torch.no_grad():
+        for patch in patches:  # one patch a batch: patches may differ in size
+            qnet(torch.from_numpy(np.ascontiguousarray(patch))[None])
+    return qnet.eval()
+
+
+def quantize_calibrated(net, out_path, patches, convs=None, method=None, metadata=None, weight_bits=8):
     """Post-training int8 (no training): ``net``'s convs ``convs`` (:data:`rlfn_arch.archs.qat.INT8_CONVS`) in
-    int8 with ``weight_bits`` weights, activation ranges calibrated on ``patches`` by ``method``."""
+    int8 with ``weight_bits`` weights, activation ranges calibrated on ``patches`` by ``method``: ``stage``
+    (:func:`stage_calibrated`: what the int8 stage computes before its first training step) or one of ONNX
+    Runtime's calibrations (``entropy``, ``minmax``, ``percentile``; each conv's input quantized for all its
+    readers). ``convs`` and ``method`` default to :func:`ptq_defaults`. Measured: docs/int8.md, "Post-training".
+
+    Raises:
+        ValueError: an unknown ``method`` or ``convs``; ``stage`` for a layout the int8 stage does not know.
+    """
+    default_convs, default_method = ptq_defaults(net)
+    convs, method = convs or default_convs, method or default_method
+    if method not in CALIBRATIONS:
+        raise ValueError(f'calibration {method!r}: expected one of {", ".join(CALIBRATIONS)}')
     names = int8_conv_names(net, convs)
     with tempfile.TemporaryDirectory() as tmp:
         fp32 = export_onnx(net, os.path.join(tmp, 'fp32.onnx'))
+        if method == 'stage':
+            return quantize_trained(fp32, out_path, stage_calibrated(net, patches, convs, weight_bits), metadata)
         return quantize(fp32, out_path, patches, lambda m: ([n.name for n in conv_nodes(m, names)], {}), method=method,
                         metadata=metadata, weight_bits=weight_bits)
 

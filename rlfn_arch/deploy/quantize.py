@@ -14,7 +14,7 @@ which 8-bit weights can overflow (OpenVINO's "saturation issue"; measured: docs/
   :data:`PTQ_CONVS` in int8, ranges calibrated on a few LR patches by :data:`PTQ_CALIBRATION`. The default,
   ``block_3x3`` calibrated by the int8 stage's own quantizers (``stage``: what the stage computes before its
   first training step), was measured on five official and shipped models (Set5 / Set14, ONNX Runtime; docs/int8.md):
-  within 0.07 dB of fp32 on each, where ONNX Runtime's entropy calibration of the same convs cost 0.14 dB on
+  within 0.07 dB of fp32 on each, where ONNX Runtime's entropy calibration of the same convs cost 0.15 dB on
   RLFN-S x4 (it quantizes a block's input for the residual addition too); every conv costs 0.35 dB.
 
 ONNX Runtime's int8 convolutions use VNNI / AMX where the CPU has them; PyTorch's eager int8 path cannot
@@ -211,6 +211,9 @@ def quantize_calibrated(net, out_path, patches, convs=None, method=None, metadat
     convs, method = convs or default_convs, method or default_method
     if method not in CALIBRATIONS:
         raise ValueError(f'calibration {method!r}: expected one of {", ".join(CALIBRATIONS)}')
+    if method == 'stage' and layout_problem(net):
+        raise ValueError(f'calibration stage: {layout_problem(net)}; calibrate this layout with entropy, minmax or '
+                         'percentile')
     names = int8_conv_names(net, convs)
     with tempfile.TemporaryDirectory() as tmp:
         fp32 = export_onnx(net, os.path.join(tmp, 'fp32.onnx'))

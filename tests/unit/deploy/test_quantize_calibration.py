@@ -53,7 +53,7 @@ def test_the_int8_model_computes_what_the_calibrated_network_computes(tmp_path):
     assert float((got - ref).abs().mean() * 255) < 0.5  # grey levels: the export writes the calibrated scales
 
 
-def test_quantize_defaults_follow_the_layout_and_refuse_calibration_for_a_trained_model(tmp_path):
+def test_quantize_defaults_follow_the_layout_and_stage_calibration_is_refused_for_other_layouts(tmp_path, capsys):
     calib = tmp_path / 'calib'
     calib.mkdir()
     for i, p in enumerate(_smooth(3, size=40)):
@@ -70,6 +70,7 @@ def test_quantize_defaults_follow_the_layout_and_refuse_calibration_for_a_traine
     # a layout the stage does not know, asked for stage calibration: refused, naming why, nothing written
     assert quantize_main(['--model_path', str(rfdn), '--output', str(tmp_path / 'c.onnx'),
                           '--calibration', 'stage'] + common) == 2
+    assert 'calibrate this layout with entropy' in capsys.readouterr().err
     assert not (tmp_path / 'c.onnx').exists()
 
 

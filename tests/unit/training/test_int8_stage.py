@@ -67,6 +67,8 @@ def test_quantize_reads_the_trained_scales_and_test_runs_the_int8_model(run, tmp
     from rlfn_arch.quantize import main as quantize_main
     assert quantize_main(['--model_path', str(exp / 'net_g_final.pth'), '--output', str(tmp_path / 'b.onnx'),
                           '--weight_bits', '7']) == 2  # trained with 8-bit weights: kept, never silently re-quantized
+    assert quantize_main(['--model_path', str(exp / 'net_g_final.pth'), '--output', str(tmp_path / 'b.onnx'),
+                          '--calibration', 'entropy']) == 2  # its trained ranges are kept, never recalibrated
     assert not (tmp_path / 'b.onnx').exists()
     test_yml = tiny_test_options(tmp_path, 'int8_test', {}, model_type='SRModel',
                                  metrics={'psnr': {'type': 'calculate_psnr', 'crop_border': 4}})

@@ -10,7 +10,7 @@ Which convs run in int8 is one of :data:`INT8_CONVS` (``all``, ``body``, ``block
 * its output tensor: per tensor, asymmetric uint8 in [0, 255] (an int8 conv's output is uint8 for every
   reader, as in ONNX Runtime's QLinearConv), its range calibrated on the stage's first training batches
   (:class:`ActivationFakeQuant`: a histogram, the range of least quantization error) and then frozen, while
-  the weights train to it;
+  the weights train to it, or (``ranges='learned'``) trained with them from there;
 * its input, unless an int8 conv made it: quantized on the way into this conv only (other readers, such as a
   block's residual addition, keep the float tensor; the export gives the conv its own copy of the tensor to
   quantize).
@@ -42,7 +42,7 @@ from torch.ao.quantization.observer import (
 )
 
 from rlfn_arch.utils.checkpoint import QUANT_KEY_RE
-from rlfn_arch.utils.options.schema import INT8_CONV_SETS, QAT_WEIGHT_BITS, qat_problem
+from rlfn_arch.utils.options.schema import INT8_CONV_SETS, QAT_RANGES, QAT_WEIGHT_BITS, qat_problem
 
 #: Which convs run in int8 (names as in the state dict; ``block_*`` stands for every block).
 #: ``all``: every conv. ``body``: all but the first and the last (``conv_1``, ``upsampler.0``).
@@ -61,6 +61,9 @@ ACT_RANGE = dict(quant_min=0, quant_max=255, dtype=torch.quint8, qscheme=torch.p
 #: Weight range by bits: int8 per output channel, symmetric in [-qmax, qmax]: 8 bits [-127, 127] (ONNX Runtime's
 #: symmetric int8 weights), 7 bits [-64, 64] (its ``reduce_range``, for CPUs without int8 dot products).
 WEIGHT_QMAX = {8: 127, 7: 64}
+#: ``train.qat.ranges: learned``: how fast a learned range moves against the weights' learning rate, as a share of
+#: itself (scale) and in levels (zero point): :class:`ActivationFakeQuant`. Measured with lr 1e-4: docs/int8.md.
+SCALE_RATE, ZERO_POINT_RATE = 100.0, 1000.0
 if tuple(WEIGHT_QMAX) != QAT_WEIGHT_BITS:
     raise ImportError(f'WEIGHT_QMAX {tuple(WEIGHT_QMAX)} and the schema\'s QAT_WEIGHT_BITS {QAT_WEIGHT_BITS} differ')
 
@@ -80,17 +83,34 @@ class ActivationFakeQuant(FakeQuantize):
     eval mode never moves it. It passes its input through until it has observed once. The number of batches
     seen is state (``batches``), so a resumed stage continues the calibration or keeps the frozen range.
 
+    With ``learned=True`` the calibrated range is where training starts, not where it stays (LSQ+: the scale
+    and the zero point learn by gradient, through PyTorch's own learnable fake quantization,
+    ``torch._fake_quantize_learnable_per_tensor_affine``, the op of ``torch.ao``'s ``_LearnableFakeQuantize``).
+    They are parameters relative to the calibrated range (``range_scale``, ``range_zero_point``, both 0 at the
+    start): scale = calibrated scale x (1 + :data:`SCALE_RATE` x ``range_scale``), zero point = calibrated zero
+    point + :data:`ZERO_POINT_RATE` x ``range_zero_point``, so that Adam, whose step is about the learning rate
+    whatever the gradient, moves every range by the same share of itself (at 1e-4: up to 1% of the scale and 0.1
+    level of the zero point per step) and they train with the weights' optimizer and schedule. ``scale`` and
+    ``zero_point`` (the buffers the export reads, :func:`qparams`) follow them.
+
     Args:
         calibration_batches (int): training batches that calibrate the range. Default: 100.
+        learned (bool): the range keeps training after its calibration. Default: False (frozen).
 
     Shape: any tensor, returned as fp32.
     """
 
-    def __init__(self, calibration_batches=100):
+    def __init__(self, calibration_batches=100, learned=False):
         super().__init__(observer=HistogramObserver, **ACT_RANGE)
         self.calibration_batches = calibration_batches
         self.register_buffer('batches', torch.zeros(1, dtype=torch.long))
         self.disable_fake_quant()  # nothing observed yet: pass through
+        self.learned = learned
+        if learned:
+            self.range_scale = nn.Parameter(torch.zeros(1))
+            self.range_zero_point = nn.Parameter(torch.zeros(1))
+            self.register_buffer('calibrated_scale', torch.ones(1))
+            self.register_buffer('calibrated_zero_point', torch.zeros(1))
 
     def train(self, mode=True):
         super().train(mode)
@@ -100,6 +120,13 @@ class ActivationFakeQuant(FakeQuantize):
     def forward(self, x):
         x = x.float()
         calibrating = self.training and int(self.batches[0]) < self.calibration_batches
+        if self.learned and not calibrating and int(self.fake_quant_enabled[0]):
+            scale, zero_point = self._learned_qparams()
+            with torch.no_grad():
+                self.scale.copy_(scale.detach().reshape(self.scale.shape))
+                self.zero_point.copy_(self._integer(zero_point).reshape(self.zero_point.shape))
+            return torch._fake_quantize_learnable_per_tensor_affine(x, scale, zero_point, self.quant_min,
+                                                                     self.quant_max, 1.0)
         if calibrating:
             self.batches += 1
             self.enable_observer()
@@ -107,7 +134,37 @@ class ActivationFakeQuant(FakeQuantize):
         out = super().forward(x)
         if calibrating and int(self.batches[0]) >= self.calibration_batches:
             self.disable_observer()  # calibrated: the range is frozen from here on
+            if self.learned:  # ... and learns from here on, starting where the calibration ended
+                with torch.no_grad():
+                    self.calibrated_scale.copy_(self.scale.reshape(1))
+                    self.calibrated_zero_point.copy_(self.zero_point.float().reshape(1))
+        if self.learned:  # every parameter takes part in every forward (DDP expects it); the range is unchanged
+            out = out + 0 * (self.range_scale + self.range_zero_point).sum()
         return out
+
+    def _learned_qparams(self):
+        """The learned range as tensors that carry gradients: (scale, zero point), each of shape (1,)."""
+        floor = float(self.activation_post_process.eps)
+        scale = (self.calibrated_scale * (1 + SCALE_RATE * self.range_scale)).clamp(min=floor)
+        return scale, self.calibrated_zero_point + ZERO_POINT_RATE * self.range_zero_point
+
+    def _integer(self, zero_point):
+        return zero_point.detach().round().clamp(self.quant_min, self.quant_max).to(self.zero_point.dtype)
+
+    def current_qparams(self):
+        """``(scale, zero_point)`` this quantizer applies now, as Python numbers (a learned range's latest
+        values, which the ``scale`` buffer holds only once a forward has run since the last optimizer step)."""
+        if self.learned and int(self.batches[0]) >= self.calibration_batches:
+            scale, zero_point = self._learned_qparams()
+            return float(scale.detach()[0]), int(self._integer(zero_point)[0])
+        return float(self.scale.reshape(-1)[0]), int(self.zero_point.reshape(-1)[0])
+
+    def _save_to_state_dict(self, destination, prefix, keep_vars):
+        if self.learned and int(self.batches[0]) >= self.calibration_batches:  # the buffers say the current range
+            scale, zero_point = self.current_qparams()
+            self.scale.fill_(scale)
+            self.zero_point.fill_(zero_point)
+        super()._save_to_state_dict(destination, prefix, keep_vars)
 
     def reset(self):
         """Forget the observed range (new float weights: the next training batches calibrate again)."""
@@ -119,6 +176,12 @@ class ActivationFakeQuant(FakeQuantize):
         observer.max_val.fill_(float('-inf'))
         self.scale.fill_(1.0)
         self.zero_point.zero_()
+        if self.learned:
+            with torch.no_grad():
+                self.range_scale.zero_()
+                self.range_zero_point.zero_()
+            self.calibrated_scale.fill_(1.0)
+            self.calibrated_zero_point.zero_()
 
 
 def _qconfig(weight_bits=8):
@@ -196,14 +259,16 @@ def layout_problem(net):
     return qat_problem(cfg)
 
 
-def prepare_qat(net, convs='all', calibration_batches=100, weight_bits=8):
+def prepare_qat(net, convs='all', calibration_batches=100, weight_bits=8, ranges='calibrated'):
     """Put the convs ``convs`` names (:data:`INT8_CONVS`) of an RLFN ``net`` under int8 fake quantization, in
     place; the weights are kept. Activation ranges are calibrated on the first ``calibration_batches`` training
-    batches, then frozen (:class:`ActivationFakeQuant`); weights are quantized to ``weight_bits`` (8, or 7 for
-    CPUs without int8 dot products: :data:`WEIGHT_QMAX`). Returns ``net``.
+    batches, then frozen (``ranges='calibrated'``) or trained from there with the weights (``'learned'``:
+    :class:`ActivationFakeQuant`); weights are quantized to ``weight_bits`` (8, or 7 for CPUs without int8 dot
+    products: :data:`WEIGHT_QMAX`). Returns ``net``.
 
     Raises:
-        ValueError: a network that is not RLFN's layout, an unknown ``convs``, a network prepared already.
+        ValueError: a network that is not RLFN's layout, an unknown ``convs`` or ``ranges``, a network prepared
+            already.
     """
     problem = layout_problem(net)
     if problem:
@@ -212,20 +277,24 @@ def prepare_qat(net, convs='all', calibration_batches=100, weight_bits=8):
         raise ValueError('the network is prepared for int8 training already')
     names = int8_conv_names(net, convs)
     weight_range(weight_bits)  # refuses other bits before anything changes
+    if ranges not in QAT_RANGES:
+        raise ValueError(f'activation ranges {ranges!r}: expected one of {", ".join(QAT_RANGES)}')
+    learned = ranges == 'learned'
     made_by = _made_by(net)
     modules = dict(net.named_modules())
     for name in names:
         source = made_by[name]
         input_fq = None if source in names else image_fake_quant() if name == 'conv_1' else \
-            ActivationFakeQuant(calibration_batches)
+            ActivationFakeQuant(calibration_batches, learned)
         # the network's output (the pixel shuffle only moves it) is an 8-bit image
-        output_fq = image_fake_quant() if name == 'upsampler.0' else ActivationFakeQuant(calibration_batches)
+        output_fq = image_fake_quant() if name == 'upsampler.0' else ActivationFakeQuant(calibration_batches, learned)
         parent, _, attr = name.rpartition('.')
         setattr(modules[parent] if parent else net, attr,
                 QATConv2d.from_conv(modules[name], input_fq, output_fq, weight_bits))
     net.int8_convs = tuple(names)
     net.int8_preset = convs
     net.int8_weight_bits = weight_bits
+    net.int8_ranges = ranges
     net.register_load_state_dict_post_hook(_forget_ranges_on_float_load)
     return net
 
@@ -251,6 +320,8 @@ def qparams(fq):
     """
     if int(fq.fake_quant_enabled[0]) == 0:
         raise ValueError('an activation range was never observed (the network did not train with int8)')
+    if isinstance(fq, ActivationFakeQuant):
+        return fq.current_qparams()
     return float(fq.scale.reshape(-1)[0]), int(fq.zero_point.reshape(-1)[0])
 
 
@@ -296,3 +367,25 @@ def int8_weight_bits_of(state_dict):
             return bits
     raise ValueError(f'weight quantizers with ranges of {sorted(qmax)} steps per side: expected one of '
                      f'{", ".join(f"{q} ({b} bits)" for b, q in WEIGHT_QMAX.items())}')
+
+
+def int8_ranges_of(state_dict):
+    """How a quantization-aware ``state_dict`` trained its activation ranges (:data:`QAT_RANGES`: ``learned``
+    when its quantizers hold learned-range parameters, else ``calibrated``), or None (float weights)."""
+    if not any('.weight_fake_quant.' in k for k in state_dict):
+        return None
+    return 'learned' if any(k.endswith('.range_scale') for k in state_dict) else 'calibrated'
+
+
+def int8_state_problem(state_dict, qat):
+    """Why the int8 state of ``state_dict`` (a quantization-aware checkpoint's weights) cannot continue in a stage
+    with ``train.qat`` settings ``qat`` (:func:`rlfn_arch.utils.options.schema.qat_settings`), or None: the convs,
+    weight bits and kind of ranges must be the file's."""
+    held = {'convs': int8_preset_of(state_dict), 'weight_bits': int8_weight_bits_of(state_dict),
+            'ranges': int8_ranges_of(state_dict)}
+    differ = [k for k, v in held.items() if v is not None and v != qat[k]]
+    if not differ:
+        return None
+    return (f'its int8 state is for train.qat {", ".join(f"{k} {held[k]}" for k in differ)}; the stage has '
+            f'{", ".join(f"{k} {qat[k]}" for k in differ)}: set those to the file\'s, or start from its float weights '
+            '(the run\'s .safetensors file)')

@@ -31,6 +31,7 @@ from rlfn_arch.archs.qat import (
     activation_quantizers,
     int8_conv_names,
     int8_preset_of,
+    int8_ranges_of,
     int8_weight_bits_of,
     layout_problem,
     prepare_qat,
@@ -293,7 +294,8 @@ def quantize_checkpoint(state_dict, out_path, metadata=None, source='<state dict
     weights, quant = split_quant_state(sd)
     cfg = detect_config(weights, source)
     # weight quantizers that never observed (a network that never trained) say no bits; the export refuses it below
-    net = prepare_qat(RLFN(**cfg), int8_preset_of(sd), weight_bits=int8_weight_bits_of(sd) or 8)
+    net = prepare_qat(RLFN(**cfg), int8_preset_of(sd), weight_bits=int8_weight_bits_of(sd) or 8,
+                      ranges=int8_ranges_of(sd))
     try:
         net.load_state_dict({**weights, **quant}, strict=True)
     except RuntimeError as e:  # a partial or foreign quantizer state

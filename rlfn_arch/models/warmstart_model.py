@@ -44,10 +44,11 @@ import numpy as np
 import torch
 from torch.nn.parallel import DistributedDataParallel
 
-from rlfn_arch.archs.qat import prepare_qat
+from rlfn_arch.archs.qat import int8_state_problem, prepare_qat
 from rlfn_arch.archs.rlfn_arch import RLFN
 from rlfn_arch.archs.rlfn_weights import adopt_weights, cross_scale_state
 from rlfn_arch.utils.checkpoint import (
+    QUANT_KEY_RE,
     CheckpointError,
     atomic_save,
     check_finite,
@@ -120,14 +121,15 @@ class WarmStartModel(SRModel):
         return self.precision, self.val_precision, self.channels_last
 
     def _freeze(self, net):
-        """``train: trainable_g`` (a list of parameter-name prefixes, e.g. ``[upsampler.0.]``): only those train;
-        the rest keeps its weights (BasicSR's optimizer skips parameters without gradients). Set before DDP
-        wraps the network."""
+        """``train: trainable_g`` (a list of parameter-name prefixes, e.g. ``[upsampler.0.]``): only those weights
+        train; the rest keeps its weights (BasicSR's optimizer skips parameters without gradients). The learned
+        activation ranges of an int8 stage (``train.qat.ranges: learned``) are not weights: they all train. Set
+        before DDP wraps the network."""
         prefixes = (self.opt.get('train') or {}).get('trainable_g') if self.opt.get('is_train') else None
         if not prefixes:
             return
         names = [n for n, p in net.named_parameters()
-                 if p.requires_grad_(n.startswith(tuple(prefixes))).requires_grad]
+                 if p.requires_grad_(n.startswith(tuple(prefixes)) or bool(QUANT_KEY_RE.search(n))).requires_grad]
         if not names:
             raise ValueError(f'train.trainable_g {list(prefixes)}: no parameter of the network starts with these')
         get_root_logger().info(f'Training only {len(names)} tensors: {", ".join(names[:4])}'
@@ -140,9 +142,10 @@ class WarmStartModel(SRModel):
         if qat is None:
             return net
         qat = qat_settings(qat)
-        prepare_qat(net, qat['convs'], qat['calibration_batches'], qat['weight_bits'])
+        prepare_qat(net, qat['convs'], qat['calibration_batches'], qat['weight_bits'], qat['ranges'])
         get_root_logger().info(f'int8 quantization-aware training: {len(net.int8_convs)} convs in int8 '
-                               f'({net.int8_preset}, {qat["weight_bits"]}-bit weights), fake quantization in fp32')
+                               f'({net.int8_preset}, {qat["weight_bits"]}-bit weights, {qat["ranges"]} activation '
+                               'ranges), fake quantization in fp32')
         return net
 
     def model_to_device(self, net):
@@ -199,8 +202,16 @@ class WarmStartModel(SRModel):
                 self.gt = self.gt.contiguous(memory_format=torch.channels_last)
 
     def test(self):
-        with autocast(self.device, self._layout()[1]):
-            super().test()
+        """BasicSR's forward for validation, through the bare network: under DDP, BasicSR validates on rank 0
+        alone, and a DDP forward of a network with buffers (an int8 stage's quantizers) broadcasts them, a
+        collective the other ranks never join (the run hung at its first validation)."""
+        wrapped = self.net_g
+        self.net_g = self.get_bare_model(wrapped)
+        try:
+            with autocast(self.device, self._layout()[1]):
+                super().test()
+        finally:
+            self.net_g = wrapped
         self.output = self.output.float().contiguous()
 
     def _stage(self):
@@ -377,6 +388,10 @@ class WarmStartModel(SRModel):
                 logger.info(f'{load_path} works in [0, {factor:g}] (an official file as released): folded into [0, 1]')
             quant = split_quant_state(load_net)[1]
             if quant and getattr(net, 'int8_convs', None):  # resuming int8 training: its observed ranges too
+                problem = int8_state_problem(load_net, {'convs': net.int8_preset, 'ranges': net.int8_ranges,
+                                                        'weight_bits': net.int8_weight_bits})
+                if problem:
+                    raise CheckpointError(f'{load_path}: {problem}')
                 net.load_state_dict({**sd, **quant}, strict=True)
             return
         if not strict:  # strict_load_g: false loads what fits and names the rest (as BasicSR does)

@@ -40,6 +40,8 @@ def check_replicas(model, label):
     net = model.get_bare_model(model.net_g)
     h = hashlib.sha256()
     for k, v in net.state_dict().items():
+        if '.weight_fake_quant.' in k:  # an int8 stage's weight ranges follow from the weights, at each forward:
+            continue  # rank 0 alone validated after the last step, so its ranges are one step newer than the others'
         h.update(k.encode())
         h.update(v.detach().cpu().contiguous().numpy().tobytes())
     digests = [None] * dist.get_world_size()

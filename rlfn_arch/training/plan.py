@@ -84,7 +84,8 @@ class StagePlan:
             qat = qat_settings(train['qat'])
             target = "the float network's output" if qat['target'] == 'float' else 'the HR patches'
             bits = '' if qat['weight_bits'] == 8 else f', {qat["weight_bits"]}-bit weights'
-            only += f'; int8 convs {qat["convs"]} (quantization-aware, learns {target}{bits})'
+            ranges = ', learned ranges' if qat['ranges'] == 'learned' else ''
+            only += f'; int8 convs {qat["convs"]} (quantization-aware, learns {target}{bits}{ranges})'
         return '\n'.join([
             f'stage {self.index + 1}: {self.label}  [{what}]',
             f'  folder      {self.folder}',

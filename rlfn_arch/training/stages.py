@@ -8,13 +8,22 @@ import os
 import time
 from os import path as osp
 
+from rlfn_arch.archs.qat import int8_state_problem
 from rlfn_arch.archs.rlfn_arch import RLFN
 from rlfn_arch.archs.rlfn_weights import cross_scale_state, detect_config
 from rlfn_arch.data.builders import build_sample_dataset, sample_ready
 from rlfn_arch.data.builders.sample import sample_folder
 from rlfn_arch.data.checks import check_dataset_opt, count_pairs, summarize
-from rlfn_arch.utils.checkpoint import CheckpointError, check_finite, safe_load, select_weights, strip_module
+from rlfn_arch.utils.checkpoint import (
+    CheckpointError,
+    check_finite,
+    safe_load,
+    select_weights,
+    split_quant_state,
+    strip_module,
+)
 from rlfn_arch.utils.options import OptionError, check_options, check_stage_entries, deep_merge
+from rlfn_arch.utils.options.schema import qat_settings
 
 from basicsr.archs import build_network
 
@@ -161,6 +170,11 @@ def check_pretrain(stage_list):
         try:
             sd = strip_module(select_weights(ckpt, path, p.get('param_key_g', 'params'))[0])
             check_finite(sd, path)
+            full, (sd, quant) = sd, split_quant_state(sd)  # an int8 stage's checkpoint: its float weights start any
+            qat = (opt.get('train') or {}).get('qat')  # stage, and its int8 state an int8 stage with its settings
+            problem = int8_state_problem(full, qat_settings(qat)) if quant and qat is not None else None
+            if problem:
+                raise OptionError(f'{where}: {path}: {problem}')
             net = build_network(copy.deepcopy(opt['network_g']))
             if p.get('cross_scale_g'):
                 if not isinstance(net, RLFN):

@@ -97,3 +97,24 @@ def test_two_process_gloo_run_killed_mid_epoch_in_stage_2_resumes_from_elsewhere
     assert not glob.glob(str(tmp_path / 'killed' / 'experiments' / '*archived*'))
     a, b = (safe_load(e / 'net_g_final.pth')['params'] for e in (full_exp, exp))
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_an_int8_stage_under_ddp_validates_and_ends_with_identical_replicas(tmp_path):
+    """Two gloo processes, an int8 stage with learned ranges and frozen weights outside ``trainable_g``: rank 0
+    validates alone (its forward must not wait for a buffer broadcast the other rank never joins: the run hung
+    there), every rank ends with the same weights and ranges, and the ranges learned."""
+    from helpers import edit
+    yml, exp = tiny_options(tmp_path, stage_iters=(2, 1, 8), save_freq=4)
+    edit(yml, lambda o: (o['datasets']['train'].update(dataset_enlarge_ratio=5), o['stages'][2]['train'].update(
+        qat={'convs': 'all', 'calibration_batches': 3, 'ranges': 'learned'}, trainable_g=['block_'])))
+    p = _run(['-opt', yml])
+    try:
+        out = p.communicate(timeout=300)[0]
+    except subprocess.TimeoutExpired:
+        kill_tree(p, yml)
+        raise
+    assert p.returncode == 0, out[-3000:]
+    assert '[s3] DDP replicas identical on 2 ranks' in out
+    final = torch.load(exp / 'net_g_final.pth', map_location='cpu', weights_only=True)['params']
+    assert any(k.endswith('range_scale') and float(v.abs().max()) > 0 for k, v in final.items())
+    assert (exp / 'net_g_final_int8.onnx').is_file()

@@ -76,10 +76,12 @@ def test_the_position_is_saved_with_the_state_and_survives_a_data_change(tmp_pat
 
 def test_an_int8_stage_killed_mid_epoch_resumes_bit_identical_ranges_included(tmp_path):
     """The quantization-aware stage resumes like any stage: weights and every quantizer's observed range end
-    as in the run that never stopped (the ranges are in the checkpoint; the observers move in training only)."""
+    as in the run that never stopped (the ranges are in the checkpoint; the observers move in training only),
+    learned ranges and their optimizer state included."""
     def options(root):
-        yml, exp = _options(root, iters=(1, 1, 40))  # ranges calibrated on 10 batches, then frozen
-        edit(yml, lambda o: o['stages'][2]['train'].update(qat={'convs': 'all', 'calibration_batches': 10}))
+        yml, exp = _options(root, iters=(1, 1, 40))  # ranges calibrated on 10 batches, then learned
+        edit(yml, lambda o: o['stages'][2]['train'].update(qat={'convs': 'all', 'calibration_batches': 10,
+                                                                'ranges': 'learned'}))
         return yml, exp
     yml, exp = options(tmp_path / 'full')
     run_module('rlfn_arch.train', '-opt', yml, subprocess=True)
@@ -90,4 +92,5 @@ def test_an_int8_stage_killed_mid_epoch_resumes_bit_identical_ranges_included(tm
     assert '[s3] resuming from' in proc.stdout
     final = _final(exp)
     assert final.keys() == full.keys() and any('output_fq' in k for k in final)
+    assert any(k.endswith('range_scale') and float(v.abs().max()) > 0 for k, v in final.items())  # they learned
     assert all(torch.equal(final[k], full[k]) for k in final)

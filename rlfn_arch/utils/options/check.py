@@ -29,6 +29,7 @@ from .schema import (
     CROSS_SCALE_MODES,
     INT8_CONV_SETS,
     LOSS_KEYS,
+    QAT_RANGES,
     QAT_TARGETS,
     QAT_WEIGHT_BITS,
     name_problem,
@@ -329,7 +330,7 @@ def _check_train(opt, ck):
 
 def _check_qat(opt, train, ck):
     """``train.qat: {convs: all | body | ... | blocks, calibration_batches: 100, target: float | gt, weight_bits: 8 |
-    7}``: int8 fake quantization (RLFN's layout, no EMA copy, fp32)."""
+    7, ranges: calibrated | learned}``: int8 fake quantization (RLFN's layout, no EMA copy, fp32)."""
     qat = train.get('qat')
     if qat is None:
         return
@@ -344,6 +345,9 @@ def _check_qat(opt, train, ck):
     if isinstance(bits, bool) or bits not in QAT_WEIGHT_BITS:
         ck.err('train.qat.weight_bits', f'{bits!r}: expected 8 (the default) or 7 (for CPUs without int8 dot-product '
                'instructions: AVX2, AVX-512 without VNNI)')
+    if qat_settings(qat)['ranges'] not in QAT_RANGES:
+        ck.err('train.qat.ranges', f'{qat.get("ranges")!r}: expected calibrated (frozen after the calibration batches, '
+               'the default) or learned (trained with the weights from there)')
     if qat_settings(qat)['target'] not in QAT_TARGETS:
         ck.err('train.qat.target', f'{qat.get("target")!r}: expected float (the output of the weights the stage '
                'started from, the default) or gt (the HR patch)')

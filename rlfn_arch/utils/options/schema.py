@@ -25,7 +25,7 @@ LOSS_KEYS = ('pixel_opt', 'perceptual_opt', 'contrastive_opt')
 _TRAIN_BASE = {'ema_decay', 'optim_g', 'scheduler', 'total_iter', 'warmup_iter', 'pixel_opt', 'perceptual_opt',
                'contrastive_opt', 'max_nonfinite', 'precision', 'channels_last', 'trainable_g', 'qat'}
 #: ``train.qat`` (quantization-aware training, :mod:`rlfn_arch.archs.qat`): which convs train in int8.
-_QAT = {'convs', 'calibration_batches', 'target', 'weight_bits'}
+_QAT = {'convs', 'calibration_batches', 'target', 'weight_bits', 'ranges'}
 #: ``train.qat.target``: what the int8 network learns to output. ``float``: the float network's output for the
 #: same patch (the weights the stage started from: the int8 model learns to compute what they compute);
 #: ``gt``: the HR patch, as in any stage.
@@ -34,6 +34,10 @@ QAT_TARGETS = ('float', 'gt')
 #: instructions, AVX2 and AVX-512 without VNNI, whose int8 kernels add pairs of uint8 x int8 products in 16 bits,
 #: which 8-bit weights can overflow; 7-bit weights cannot).
 QAT_WEIGHT_BITS = (8, 7)
+#: ``train.qat.ranges``: the activation ranges after their calibration batches. ``calibrated``: frozen (the weights
+#: train to them); ``learned``: they train with the weights (LSQ+; docs/int8.md: it helps ``all`` and ``body``,
+#: not ``block_3x3``).
+QAT_RANGES = ('calibrated', 'learned')
 #: ``train.qat.convs``: the sets of convs an int8 model can run in int8 (defined in :mod:`rlfn_arch.archs.qat`).
 INT8_CONV_SETS = ('all', 'body', 'block_3x3', 'blocks')
 
@@ -42,9 +46,11 @@ def qat_settings(qat):
     """``train.qat`` with its defaults: the convs in int8 (``block_3x3``: the fastest set within 0.10 dB of fp32
     on Set5 and Set14 x4, docs/int8.md), the training batches that calibrate the activation ranges (100) and
     the target the int8 network learns (``float``: the output of the weights the stage started from; half the
-    PSNR cost of learning the HR patches, docs/int8.md) and the weights' bits (8; 7 for CPUs without VNNI,
-    :data:`QAT_WEIGHT_BITS`)."""
-    return {'convs': 'block_3x3', 'calibration_batches': 100, 'target': 'float', 'weight_bits': 8, **(qat or {})}
+    PSNR cost of learning the HR patches, docs/int8.md), the weights' bits (8; 7 for CPUs without VNNI,
+    :data:`QAT_WEIGHT_BITS`) and the ranges after calibration (``calibrated``: frozen; learning them did not
+    help ``block_3x3``, :data:`QAT_RANGES`)."""
+    return {'convs': 'block_3x3', 'calibration_batches': 100, 'target': 'float', 'weight_bits': 8,
+            'ranges': 'calibrated', **(qat or {})}
 
 
 _VAL = {'val_freq', 'save_img', 'suffix', 'pbar', 'metrics', 'bicubic_baseline', 'precision'}

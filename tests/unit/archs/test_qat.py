@@ -9,6 +9,7 @@ from rlfn_arch.archs.qat import (
     INT8_CONVS,
     activation_quantizers,
     int8_preset_of,
+    int8_ranges_of,
     int8_weight_bits_of,
     prepare_qat,
     qparams,
@@ -153,6 +154,64 @@ def test_the_int8_onnx_model_computes_what_the_network_trained_as(tmp_path):
                if i.data_type == onnx.TensorProto.INT8 and len(i.dims) == 4]
     convs = [m for m in net.modules() if isinstance(m, torch.nn.Conv2d)]
     assert len(weights) == len(convs)  # every conv's weight is int8
+
+
+def _learned(steps=5, seed=0):
+    """A tiny RLFN with learned ranges: calibrated on one batch, then ``steps`` Adam steps of weights and ranges."""
+    torch.manual_seed(seed)
+    net = prepare_qat(RLFN(**TINY), 'all', calibration_batches=1, ranges='learned').train()
+    opt = torch.optim.Adam(net.parameters(), lr=1e-3)
+    x, target = _images(2), _images(2, seed=4)
+    for _ in range(steps + 1):  # the first batch calibrates
+        loss = (net(x) - F.interpolate(target, scale_factor=2, mode='bicubic')).abs().mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    return net.eval()
+
+
+def test_learned_ranges_start_at_the_calibration_move_by_gradient_and_are_read_back():
+    """``ranges='learned'``: the range the calibration found is where training starts; gradient steps move the
+    scale and the zero point from there; the state dict says so and round-trips; the export reads the range the
+    last step made (no forward ran since it)."""
+    net = _learned()
+    fq = net.block_1.c2_r.input_fq
+    moved = [m for m in net.modules() if getattr(m, 'learned', False) and float(m.range_scale.abs()) > 0]
+    assert len(moved) >= len(net.int8_convs)  # the ranges train, not one of them alone
+    scale, zero_point = qparams(fq)
+    assert scale == pytest.approx(float(fq.calibrated_scale) * (1 + 100 * float(fq.range_scale)), rel=1e-6)
+    assert scale != pytest.approx(float(fq.calibrated_scale), rel=1e-6)
+    sd = net.state_dict()
+    assert int8_ranges_of(sd) == 'learned' and int8_ranges_of(_trained().state_dict()) == 'calibrated'
+    assert int8_ranges_of(RLFN(**TINY).state_dict()) is None
+    assert float(sd['block_1.c2_r.input_fq.scale']) == pytest.approx(scale, rel=1e-6)  # the buffers follow
+    again = prepare_qat(RLFN(**TINY), 'all', ranges='learned')
+    again.load_state_dict(sd, strict=True)
+    x = _images(2, seed=7)
+    with torch.no_grad():
+        assert torch.equal(again.eval()(x), net(x))
+    with pytest.raises(ValueError, match="activation ranges 'trained': expected one of calibrated, learned"):
+        prepare_qat(RLFN(**TINY), 'all', ranges='trained')
+
+
+def test_float_weights_loaded_into_learned_ranges_forget_them():
+    net = _learned()
+    net.load_state_dict(RLFN(**TINY).state_dict(), strict=True)
+    fq = net.block_1.c2_r.input_fq
+    assert int(fq.batches[0]) == 0 and float(fq.range_scale) == 0 and not int(fq.fake_quant_enabled[0])
+
+
+def test_the_int8_onnx_model_computes_what_the_network_with_learned_ranges_trained_as(tmp_path):
+    pytest.importorskip('onnxruntime')
+    from rlfn_arch.deploy.onnx import OnnxRLFN
+    from rlfn_arch.deploy.quantize import quantize_checkpoint
+    net = _learned()
+    path = quantize_checkpoint(net.state_dict(), str(tmp_path / 'int8.onnx'))
+    x = _images(2, size=32, seed=11)
+    with torch.no_grad():
+        ref = net(x)
+    diff = (OnnxRLFN(str(path))(x) - ref).abs() * 255
+    assert float(diff.mean()) < 0.5 and float(diff.max()) <= 6
 
 
 @pytest.mark.parametrize('bits,qmax', [(8, 127), (7, 64)])

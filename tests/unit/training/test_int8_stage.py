@@ -134,8 +134,9 @@ def test_a_runtime_that_cannot_apply_is_refused_naming_it(run, tmp_path, monkeyp
     assert not (tmp_path / 'b.json').exists() and not (tmp_path / 'o').exists()
 
 
-def _int8_only_run(root, target, invert_hr):
-    """One int8 stage (3 iterations) from fixed float weights; the HR images inverted or not. Its final weights."""
+def _int8_only_run(root, target, invert_hr, qat=None, train=None, quant=False):
+    """One int8 stage (3 iterations) from fixed float weights; the HR images inverted or not. Its final weights
+    (with the quantizers' state when ``quant``)."""
     yml, exp = tiny_options(root)
     if invert_hr:
         for f in (root / 'data' / 'HR').iterdir():
@@ -144,10 +145,37 @@ def _int8_only_run(root, target, invert_hr):
     start = root / 'start.pth'
     torch.save({'params': RLFN(upscale=4, feature_channels=8, mid_channels=8, num_blocks=1).state_dict()}, start)
     edit(yml, lambda o: (o['path'].update(pretrain_network_g=str(start)),
-                         o.update(stages=[{'name': 'q', 'train': {'total_iter': 3, 'qat': {
-                             'convs': 'all', 'calibration_batches': 1, **({'target': target} if target else {})}}}])))
+                         o.update(stages=[{'name': 'q', 'train': {'total_iter': 3, **(train or {}), 'qat': {
+                             'convs': 'all', 'calibration_batches': 1, **({'target': target} if target else {}),
+                             **(qat or {})}}}])))
     assert train_main('-opt', yml) == 0
-    return split_quant_state(safe_load(exp / 'net_g_final.pth')['params'])[0]
+    final = safe_load(exp / 'net_g_final.pth')['params']
+    return final if quant else split_quant_state(final)[0]
+
+
+def test_learned_ranges_train_from_their_calibration_even_outside_trainable_g_and_export_as_trained(tmp_path):
+    """``qat.ranges: learned``: after the calibration batch every activation range moves with the weights, those
+    of convs whose weights ``trainable_g`` keeps included; the final checkpoint's scales are the learned ones and
+    the run's int8 ONNX model carries them. With ``calibrated`` (the default) the ranges stay where calibrated."""
+    import onnx
+    from onnx import numpy_helper
+    runs = {r: _int8_only_run(tmp_path / r, None, 0, qat={'ranges': r}, quant=True,
+                              train={'trainable_g': ['block_'], 'optim_g': {'lr': 1e-3}})
+            for r in ('calibrated', 'learned')}
+    learned, calibrated = runs['learned'], runs['calibrated']
+    assert not any(k.endswith('range_scale') for k in calibrated)
+    for name in ('conv_1.output_fq', 'block_1.c5.output_fq'):  # conv_1's weights are outside trainable_g
+        assert float(learned[f'{name}.range_scale'].abs()) > 0 or float(learned[f'{name}.range_zero_point'].abs()) > 0
+        assert torch.allclose(learned[f'{name}.scale'], learned[f'{name}.calibrated_scale'] * (
+            1 + 100 * learned[f'{name}.range_scale']))  # the buffers the export reads follow the learned range
+        # both runs calibrated the same range on the same first batch; only the learned one moved from it
+        assert torch.equal(learned[f'{name}.calibrated_scale'], calibrated[f'{name}.scale'])
+    assert not torch.equal(learned['conv_1.output_fq.scale'], calibrated['conv_1.output_fq.scale'])
+    assert all(torch.equal(learned[k], calibrated[k]) for k in ('conv_1.weight', 'upsampler.0.weight'))
+    model = onnx.load(str(next((tmp_path / 'learned').rglob('net_g_final_int8.onnx'))))
+    scales = {float(numpy_helper.to_array(i)) for i in model.graph.initializer if i.name.endswith('_scale')
+              and numpy_helper.to_array(i).size == 1}
+    assert any(abs(s - float(learned['conv_1.output_fq.scale'])) < 1e-7 for s in scales)
 
 
 def test_the_int8_network_learns_the_float_networks_output_by_default_and_the_hr_patch_with_target_gt(tmp_path):
@@ -163,9 +191,9 @@ def test_the_int8_network_learns_the_float_networks_output_by_default_and_the_hr
 
 def test_the_plan_says_what_an_int8_stage_learns(tmp_path):
     yml, exp = tiny_options(tmp_path)
-    for target, words in ((None, "learns the float network's output"), ('gt', 'learns the HR patches')):
-        edit(yml, lambda o, t=target: o['stages'][2].update(
-            train={'total_iter': 1, 'qat': {'convs': 'all', **({'target': t} if t else {})}}))
+    for qat, words in (({}, "learns the float network's output"), ({'target': 'gt'}, 'learns the HR patches'),
+                       ({'ranges': 'learned'}, "learns the float network's output, learned ranges")):
+        edit(yml, lambda o, q=qat: o['stages'][2].update(train={'total_iter': 1, 'qat': {'convs': 'all', **q}}))
         proc = run_module('rlfn_arch.train', '-opt', yml, '--dry_run')
         assert f'int8 convs all (quantization-aware, {words})' in proc.stdout, proc.stdout
     assert not exp.exists()
@@ -178,7 +206,8 @@ def test_int8_options_that_cannot_work_are_refused_before_anything_is_written(tm
                           ({'qat': {'convs': 'all'}, 'precision': 'bf16'}, 'trains in fp32'),
                           ({'qat': {'convs': 'all', 'bits': 4}}, 'bits'),
                           ({'qat': {'weight_bits': 6}}, 'train.qat.weight_bits: 6: expected 8'),
-                          ({'qat': {'target': 'hr'}}, 'train.qat.target: \'hr\': expected float')):
+                          ({'qat': {'target': 'hr'}}, 'train.qat.target: \'hr\': expected float'),
+                          ({'qat': {'ranges': 'trained'}}, 'train.qat.ranges: \'trained\': expected calibrated')):
         edit(yml, lambda o, c=change: o['stages'][2].update(train={'total_iter': 1, **c}))
         proc = run_module('rlfn_arch.train', '-opt', yml, check=False)
         assert proc.returncode == 2 and words in proc.stderr, (change, proc.stderr)
@@ -198,3 +227,29 @@ def test_a_damaged_int8_checkpoint_is_refused_and_nothing_is_written(run, tmp_pa
                       check=False)
     assert proc.returncode == 2 and 'block_1.c2_r.output_fq.scale' in proc.stderr
     assert not (tmp_path / 'm.onnx').exists()
+
+
+def test_an_int8_checkpoint_starts_an_int8_stage_only_with_its_own_settings(run, tmp_path):
+    """A stage that starts from an int8 stage's checkpoint: a float stage takes its float weights, an int8 stage
+    with the file's ``qat`` settings its ranges too; other settings (here learned ranges for a file whose ranges
+    were calibrated) are refused, naming the file and both settings, before any folder is made."""
+    _, _, exp = run
+    start = exp / 'net_g_final.pth'
+    yml, out = tiny_options(tmp_path)
+    edit(yml, lambda o: (o['path'].update(pretrain_network_g=str(start)),
+                         o.update(stages=[{'name': 'q', 'train': {'total_iter': 2, 'qat': {'convs': 'all',
+                                                                                          'ranges': 'learned'}}}])))
+    proc = run_module('rlfn_arch.train', '-opt', yml, check=False)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert str(start) in proc.stderr and 'train.qat ranges calibrated; the stage has ranges learned' in proc.stderr
+    assert not out.exists()
+    edit(yml, lambda o: o['stages'][0]['train']['qat'].update(ranges='calibrated'))
+    assert train_main('-opt', yml) == 0  # the same settings as the file: it continues from its ranges
+    init = safe_load(out / 'q' / 'models' / 'net_g_init.pth')['params']
+    held = safe_load(start)['params']
+    assert torch.equal(init['block_1.c2_r.output_fq.scale'], held['block_1.c2_r.output_fq.scale'])
+    edit(yml, lambda o: (o['stages'][0]['train'].pop('qat'), o['stages'][0].update(name='f')))
+    assert train_main('-opt', yml) == 0  # a float stage: the file's float weights
+    init = safe_load(out / 'f' / 'models' / 'net_g_init.pth')['params']
+    assert init.keys() == split_quant_state(held)[0].keys()
+    assert all(torch.equal(init[k], held[k]) for k in init)

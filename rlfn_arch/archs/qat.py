@@ -90,8 +90,8 @@ class ActivationFakeQuant(FakeQuantize):
     start): scale = calibrated scale x (1 + :data:`SCALE_RATE` x ``range_scale``), zero point = calibrated zero
     point + :data:`ZERO_POINT_RATE` x ``range_zero_point``, so that Adam, whose step is about the learning rate
     whatever the gradient, moves every range by the same share of itself (at 1e-4: up to 1% of the scale and 0.1
-    level of the zero point per step) and they train with the weights' optimizer and schedule. ``scale`` and
-    ``zero_point`` (the buffers the export reads, :func:`qparams`) follow them.
+    level of the zero point per step) and they train with the weights' optimizer and schedule. :func:`qparams`
+    reads the learned range; the ``scale`` and ``zero_point`` buffers hold it in every state dict.
 
     Args:
         calibration_batches (int): training batches that calibrate the range. Default: 100.
@@ -122,9 +122,6 @@ class ActivationFakeQuant(FakeQuantize):
         calibrating = self.training and int(self.batches[0]) < self.calibration_batches
         if self.learned and not calibrating and int(self.fake_quant_enabled[0]):
             scale, zero_point = self._learned_qparams()
-            with torch.no_grad():
-                self.scale.copy_(scale.detach().reshape(self.scale.shape))
-                self.zero_point.copy_(self._integer(zero_point).reshape(self.zero_point.shape))
             return torch._fake_quantize_learnable_per_tensor_affine(x, scale, zero_point, self.quant_min,
                                                                      self.quant_max, 1.0)
         if calibrating:
@@ -152,8 +149,8 @@ class ActivationFakeQuant(FakeQuantize):
         return zero_point.detach().round().clamp(self.quant_min, self.quant_max).to(self.zero_point.dtype)
 
     def current_qparams(self):
-        """``(scale, zero_point)`` this quantizer applies now, as Python numbers (a learned range's latest
-        values, which the ``scale`` buffer holds only once a forward has run since the last optimizer step)."""
+        """``(scale, zero_point)`` this quantizer applies now, as Python numbers (a learned range: from its
+        parameters as the last optimizer step left them)."""
         if self.learned and int(self.batches[0]) >= self.calibration_batches:
             scale, zero_point = self._learned_qparams()
             return float(scale.detach()[0]), int(self._integer(zero_point)[0])

@@ -5,7 +5,7 @@ for int8), and OpenVINO (a second CPU runtime, when ``pip install openvino`` has
 int8 on the same ONNX files. RLFN-S x4 at 256x256 LR by default; any trained RLFN with ``--model_path``.
 
     python benchmarks/inference_cpu.py [--threads 2] [--runs 10] [--rounds 5] [--models rlfn_s rlfn rlfn_ntire] \\
-        [--qat experiments/RLFN_S_x4_int8_T91BSD200/net_g_final.pth] [--model_path FILE ...]
+        [--qat experiments/RLFN_S_x4_int8_T91BSD200/net_g_final.pth ...] [--model_path FILE ...]
 
 For each path: median ms per image, speed-up over eager, max abs difference to eager (in [0, 1]), the share of
 this CPU's peak *in that path's precision* (2 x MACs / time over the best throughput any runtime here reached
@@ -31,7 +31,7 @@ from _common import SHARED, benchmark_psnr_y, report
 
 import rlfn_arch  # noqa: F401
 from rlfn_arch.archs import PRESETS, RLFN
-from rlfn_arch.archs.qat import int8_weight_bits_of
+from rlfn_arch.archs.qat import int8_placement_of, int8_weight_bits_of
 from rlfn_arch.archs.rlfn_weights import convert, load_model
 from rlfn_arch.deploy.efficiency import count_ntire, median_ms
 from rlfn_arch.deploy.fast import optimize_for_inference
@@ -118,7 +118,7 @@ def _conv_names(model):
     return [n.name for n in model.graph.node if n.op_type == 'Conv']
 
 
-def build_paths(net, x, tmp, threads, qat_sd, shape):
+def build_paths(net, x, tmp, threads, qat_sds, shape):
     """{name: (precision, run)}: every path for ``net``; ``run`` maps a numpy (1, 3, h, w) to numpy."""
     fast = optimize_for_inference(net, precision='fp32', compile=True)
     fast_bf16 = optimize_for_inference(net, precision='bf16')  # channels_last + bf16 autocast, eager
@@ -130,10 +130,15 @@ def build_paths(net, x, tmp, threads, qat_sd, shape):
     if int8_saturates():  # no VNNI/AMX: 8-bit weights can saturate there, 7-bit ones cannot (docs/int8.md)
         models[f'int8 post-training ({ptq}, 7-bit weights)'] = quantize_calibrated(
             net, os.path.join(tmp, 'ptq7.onnx'), patches, weight_bits=7)
-    if qat_sd is not None:
-        bits = '' if int8_weight_bits_of(qat_sd) == 8 else f', {int8_weight_bits_of(qat_sd)}-bit weights'
-        models[f'int8 trained ({trained_int8(qat_sd)}{bits})'] = quantize_checkpoint(qat_sd,
-                                                                                   os.path.join(tmp, 'qat.onnx'))
+    for i, sd in enumerate(qat_sds):
+        bits = '' if int8_weight_bits_of(sd) == 8 else f', {int8_weight_bits_of(sd)}-bit weights'
+        where = '' if int8_placement_of(sd) == 'qlinear' else ', inputs placement'
+        label = f'int8 trained ({trained_int8(sd)}{bits}{where})'
+        models[label if label not in models else f'{label} #{i + 1}'] = quantize_checkpoint(
+            sd, os.path.join(tmp, f'qat{i}.onnx'))
+    # 8-bit conv inputs only (OpenVINO's placement; ONNX Runtime computes it in float): OpenVINO's rows only
+    openvino_only = {f'int8 post-training ({ptq}, inputs placement)': quantize_calibrated(
+        net, os.path.join(tmp, 'ptq_inputs.onnx'), patches, placement='inputs')}
 
     def torch_run(m):
         return lambda a: m(torch.from_numpy(a)).float().numpy()
@@ -143,9 +148,9 @@ def build_paths(net, x, tmp, threads, qat_sd, shape):
              'onnxruntime fp32': ('fp32', ort_runner(fp32, threads))}
     paths.update({f'onnxruntime {k}': ('int8', ort_runner(p, threads)) for k, p in models.items()})
     ov = [('openvino fp32', 'fp32', fp32, 'f32'), ('openvino bf16', 'bf16', fp32, 'bf16')]
-    ov += [(f'openvino {k}', 'int8', p, 'f32') for k, p in models.items()]
+    ov += [(f'openvino {k}', 'int8', p, 'f32') for k, p in {**models, **openvino_only}.items()]
     if native_bf16('cpu'):  # the int8 model's float operations (the convs left float, ESA, additions) in bf16
-        ov += [(f'openvino {k}, the rest bf16', 'int8', p, 'bf16') for k, p in models.items()
+        ov += [(f'openvino {k}, the rest bf16', 'int8', p, 'bf16') for k, p in {**models, **openvino_only}.items()
                if 'trained' in k or k == f'int8 post-training ({ptq})']  # what `infer --runtime openvino` runs
     for name, precision, path, hint in ov:
         run = openvino_path(path, threads, hint, shape)
@@ -154,20 +159,20 @@ def build_paths(net, x, tmp, threads, qat_sd, shape):
     return paths
 
 
-def models(args, official, qat_sd):
-    """(label, fp32 network, has trained weights, quantization-aware state or None) for each model asked for."""
+def models(args, official, qat_sds):
+    """(label, fp32 network, has trained weights, quantization-aware states) for each model asked for."""
     for preset in args.models or ([] if args.model_path else ['rlfn_s']):
         torch.manual_seed(0)
         net = RLFN(upscale=4, **PRESETS[preset]).eval()
         real = preset == 'rlfn_s' and os.path.isfile(official)
         if real:
             net.load_state_dict(convert(official)[0])
-        yield preset, net, real, qat_sd if preset == 'rlfn_s' else None
+        yield preset, net, real, qat_sds if preset == 'rlfn_s' else []
     for path in args.model_path:
         sd = select_weights(safe_load(path), path)[0]
         net = load_model(path)[0]  # float weights in [0, 1] (official files folded; a QAT file's float weights)
         label = os.path.join(os.path.basename(os.path.dirname(os.path.abspath(path))), os.path.basename(path))
-        yield label, net, True, sd if trained_int8(sd) else None
+        yield label, net, True, [sd] if trained_int8(sd) else []
 
 
 def quality(run, ref_psnr, scale=4):
@@ -193,8 +198,8 @@ def main():
     p.add_argument('--model_path', nargs='+', default=[],
                    help='trained RLFN checkpoints of any scale (ours, official files, or a quantization-aware one, '
                    'which adds its "int8 trained" rows): every path for each, quality on Set5/Set14 at its scale')
-    p.add_argument('--qat', default=QAT_DEFAULT, help='a quantization-aware RLFN-S x4 checkpoint (train: qat) for '
-                   'the "int8 trained" rows (default: the int8 recipe\'s final model, when it is there)')
+    p.add_argument('--qat', nargs='+', default=[QAT_DEFAULT], help='quantization-aware RLFN-S x4 checkpoints (train: '
+                   'qat) for the "int8 trained" rows (default: the int8 recipe\'s final model, when it is there)')
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     isa = cpu_instruction_sets()
@@ -203,9 +208,11 @@ def main():
           f'widest SIMD {isa["simd"]}' + (f' (ONEDNN_MAX_CPU_ISA={cap}: PyTorch and OpenVINO use at most {cap}; '
                                           'ONNX Runtime\'s own kernels are not capped)' if cap else ''), flush=True)
     official = os.path.join(SHARED, 'weights', 'rlfn_s_x4.pth')
-    qat_sd = select_weights(safe_load(args.qat), args.qat)[0] if args.qat and os.path.isfile(args.qat) else None
-    if qat_sd is not None and not trained_int8(qat_sd):
-        sys.exit(f'{args.qat}: not a quantization-aware checkpoint (no int8 quantizer state)')
+    qat_paths = [q for q in args.qat if os.path.isfile(q) or q != QAT_DEFAULT]  # the default only when it is there
+    qat_sds = [select_weights(safe_load(q), q)[0] for q in qat_paths]
+    for q, sd in zip(qat_paths, qat_sds):
+        if not trained_int8(sd):
+            sys.exit(f'{q}: not a quantization-aware checkpoint (no int8 quantizer state)')
     x = torch.rand(1, 3, args.size, args.size)
     xn = x.numpy()
     rows = []
@@ -213,7 +220,7 @@ def main():
         peaks = conv_peaks(args.threads, args.runs, tmp)
         print('peak (eight 64->64 3x3 convs at 256x256): ' + ', '.join(f'{k} {v:.0f} GFLOP/s ({who})'
                                                                     for k, (v, who) in peaks.items()), flush=True)
-        for preset, net, real, model_qat in models(args, official, qat_sd):
+        for preset, net, real, model_qat in models(args, official, qat_sds):
             scale = net.upscale
             macs = count_ntire(net, (args.size, args.size))[1]
             with torch.inference_mode():
@@ -249,7 +256,7 @@ def main():
            {'threads': args.threads, 'runs': args.runs, 'rounds': args.rounds, 'lr_size': args.size,
             'instruction_sets': isa, 'onednn_max_cpu_isa': cap,
             'peak_gflops': {k: {'gflops': round(v, 1), 'runtime': who} for k, (v, who) in peaks.items()},
-            'native_bf16': native_bf16('cpu'), 'qat_checkpoint': args.qat if qat_sd is not None else None,
+            'native_bf16': native_bf16('cpu'), 'qat_checkpoints': qat_paths,
             'model_paths': args.model_path,
             'torch_threads': torch.get_num_threads()})
 

@@ -7,7 +7,11 @@ PyTorch's bf16 autocast against fp32 on the same measure, for scale.
 
     python benchmarks/int8_quality.py [--qat experiments/RLFN_S_x4_int8_T91BSD200/net_g_final.pth]
 
-Needs ../shared (the official RLFN-S x4 weights and the benchmark sets) and onnxruntime.
+The int8 models run in ONNX Runtime, except a quantization-aware model whose convs write float
+(``train.qat.placement: inputs``), which runs where it runs in int8: OpenVINO, fp32 float operations.
+
+Needs ../shared (the official RLFN-S x4 weights and the benchmark sets) and onnxruntime (and openvino for an
+``inputs`` model).
 """
 import argparse
 import os
@@ -21,8 +25,9 @@ from _common import SHARED, benchmark_psnr_y, report
 
 import rlfn_arch  # noqa: F401
 from rlfn_arch.archs import RLFN
+from rlfn_arch.archs.qat import int8_placement_of
 from rlfn_arch.archs.rlfn_weights import convert, detect_config
-from rlfn_arch.deploy.onnx import export_onnx
+from rlfn_arch.deploy.onnx import export_onnx, openvino_runner
 from rlfn_arch.deploy.quantize import (
     calibration_patches,
     ptq_defaults,
@@ -81,6 +86,10 @@ def main():
     convs = trained_int8(qat_sd)
     if not convs:
         sys.exit(f'{args.qat}: not a quantization-aware checkpoint')
+    # a model whose convs write float (placement inputs) runs in int8 in OpenVINO only (ONNX Runtime: in float)
+    inputs = int8_placement_of(qat_sd) == 'inputs'
+    runner = (lambda path, threads: openvino_runner(path, threads, 'f32')) if inputs else ort
+    trained = f'int8 trained ({convs}{", inputs placement, OpenVINO" if inputs else ""})'
     weights = split_quant_state(qat_sd)[0]
     tuned = RLFN(**detect_config(weights)).eval()
     tuned.load_state_dict(weights)
@@ -96,8 +105,7 @@ def main():
                     base, os.path.join(tmp, 'ptq_all.onnx'), calibration_patches(n=32), 'all'), args.threads),
                 'fine-tuned fp32 (its float weights)': ort(export_onnx(tuned, os.path.join(tmp, 'tuned.onnx')),
                                                            args.threads),
-                f'int8 trained ({convs})': ort(quantize_checkpoint(qat_sd, os.path.join(tmp, 'qat.onnx')),
-                                               args.threads)}
+                trained: runner(quantize_checkpoint(qat_sd, os.path.join(tmp, 'qat.onnx')), args.threads)}
         ref = {s: benchmark_psnr_y(runs['official fp32'], s) for s in args.sets}
         for name, run in runs.items():
             row = {'model': name}
@@ -106,8 +114,8 @@ def main():
                 row[f'{s}_psnr_y'], row[f'{s}_vs_official_fp32'] = round(v, 4), round(v - ref[s], 3)
             rows.append(row)
             print(row, flush=True)
-        images = agreement(runs['fine-tuned fp32 (its float weights)'], runs[f'int8 trained ({convs})'], args.sets)
-        vs_official = agreement(runs['official fp32'], runs[f'int8 trained ({convs})'], args.sets)
+        images = agreement(runs['fine-tuned fp32 (its float weights)'], runs[trained], args.sets)
+        vs_official = agreement(runs['official fp32'], runs[trained], args.sets)
         ptq = agreement(runs['official fp32'], runs[ptq_name], args.sets)
         bf16 = agreement(runs['official fp32'], bf16_run(base), args.sets)
     summary = {'int8_vs_its_fp32': _summary(images), 'int8_vs_official_fp32': _summary(vs_official),

@@ -9,7 +9,7 @@ import argparse
 import sys
 
 import rlfn_arch  # noqa: F401
-from rlfn_arch.archs.qat import INT8_CONVS, WEIGHT_QMAX, int8_weight_bits_of
+from rlfn_arch.archs.qat import INT8_CONVS, WEIGHT_QMAX, int8_placement_of, int8_weight_bits_of
 from rlfn_arch.archs.rlfn_weights import model_metadata
 from rlfn_arch.archs.zoo import model_file
 from rlfn_arch.deploy.quantize import (
@@ -25,15 +25,16 @@ from rlfn_arch.deploy.quantize import (
 from rlfn_arch.deploy.source import add_model_args, open_model
 from rlfn_arch.utils.checkpoint import safe_load, select_weights
 from rlfn_arch.utils.fs import check_output
+from rlfn_arch.utils.options.schema import QAT_PLACEMENTS
 
 
 def _trained_state(args):
-    """The checkpoint's weights, the int8 set and the weight bits it trained for, or (None, None, None) for float
-    weights."""
+    """The checkpoint's weights, the int8 set, the weight bits and the placement it trained for, or four Nones for
+    float weights."""
     path = args.model_path or model_file(args.model)
     sd = select_weights(safe_load(path), path)[0]
     preset = trained_int8(sd)
-    return (sd, preset, int8_weight_bits_of(sd)) if preset else (None, None, None)
+    return (sd, preset, int8_weight_bits_of(sd), int8_placement_of(sd)) if preset else (None,) * 4
 
 
 def main(argv=None):
@@ -56,12 +57,16 @@ def main(argv=None):
                    help='float weights: 8 (default) or 7, for CPUs without int8 dot-product instructions (AVX2, '
                    'AVX-512 without VNNI), where 8-bit weights can saturate; a quantization-aware checkpoint keeps '
                    'the bits it trained with')
+    p.add_argument('--placement', default=None, choices=list(QAT_PLACEMENTS),
+                   help='float weights: qlinear (default: each int8 conv reads and writes 8 bits, int8 in ONNX Runtime '
+                   'and OpenVINO) or inputs (it reads 8 bits and writes float: int8 in OpenVINO only, closer to '
+                   'fp32); a quantization-aware checkpoint keeps the placement it trained with')
     p.add_argument('--overwrite', action='store_true', help='replace an existing --output (never an input)')
     args = p.parse_args(argv)
     try:
         check_output(args.output, [args.model_path, getattr(args, 'onnx', None)], args.overwrite)
         model = open_model(args)
-        sd, trained, trained_bits = _trained_state(args)
+        sd, trained, trained_bits, trained_placement = _trained_state(args)
         if trained and args.convs and args.convs != trained:
             raise ValueError(f'{model.name}: trained with int8 convs {trained}; it cannot run as --convs {args.convs} '
                              f'(train a quantization-aware stage with train.qat.convs: {args.convs})')
@@ -69,6 +74,10 @@ def main(argv=None):
             raise ValueError(f'{model.name}: trained with {trained_bits}-bit weights; it cannot run with '
                              f'--weight_bits {args.weight_bits} (train a quantization-aware stage with '
                              f'train.qat.weight_bits: {args.weight_bits})')
+        if trained and args.placement and args.placement != trained_placement:
+            raise ValueError(f'{model.name}: trained with placement {trained_placement}; it cannot run as --placement '
+                             f'{args.placement} (train a quantization-aware stage with train.qat.placement: '
+                             f'{args.placement})')
         if trained and args.calibration:
             raise ValueError(f'{model.name}: trained for int8 with its own ranges; --calibration is for float weights')
         patches = None if trained else calibration_patches(args.calib, args.num_patches)
@@ -79,6 +88,7 @@ def main(argv=None):
     convs = trained or args.convs or default_convs
     bits = trained_bits or args.weight_bits or 8
     method = args.calibration or default_method
+    placement = trained_placement or args.placement or 'qlinear'
     how = 'quantization-aware' if trained else f'post-training, {method} calibration on {args.num_patches} patches'
     meta = model_metadata(model.cfg, source=model.name, precision='int8 (QDQ)', int8_convs=convs, int8=how,
                           int8_weight_bits=bits)
@@ -86,14 +96,16 @@ def main(argv=None):
         if trained:
             quantize_checkpoint(sd, args.output, meta, source=model.name)
         else:
-            quantize_calibrated(model.net, args.output, patches, convs, method, metadata=meta, weight_bits=bits)
+            quantize_calibrated(model.net, args.output, patches, convs, method, metadata=meta, weight_bits=bits,
+                                placement=placement)
     except ValueError as e:  # a quantization-aware checkpoint whose ranges were never observed
         print(f'error: {e}', file=sys.stderr)
         return 2
     except OSError as e:  # the int8 file is written atomically: nothing partial is left at --output
         print(f'error: {e}', file=sys.stderr)
         return 4
-    print(f'wrote {args.output} (int8 QDQ, convs {convs}, {bits}-bit weights, {how})')
+    where = '' if placement == 'qlinear' else ', 8-bit conv inputs only: int8 in OpenVINO (--runtime openvino)'
+    print(f'wrote {args.output} (int8 QDQ, convs {convs}, {bits}-bit weights, {how}{where})')
     return 0
 
 

@@ -7,13 +7,14 @@ Which convs run in int8 is one of :data:`INT8_CONVS` (``all``, ``body``, ``block
   forward: ``torch.ao.nn.qat.Conv2d`` with a moving-average observer of constant 1), or with ``weight_bits=7``
   in [-64, 64] (:data:`WEIGHT_QMAX`: for CPUs without int8 dot-product instructions, whose int8 kernels add
   pairs of products in 16 bits: 2 x 255 x 64 fits, 2 x 255 x 127 can saturate);
-* its output tensor: per tensor, asymmetric uint8 in [0, 255] (an int8 conv's output is uint8 for every
-  reader, as in ONNX Runtime's QLinearConv), its range calibrated on the stage's first training batches
+* its output tensor (``placement='qlinear'``, the default; ``'inputs'`` leaves it float, OpenVINO's form):
+  per tensor, asymmetric uint8 in [0, 255] (an int8 conv's output is uint8 for every reader, as in ONNX
+  Runtime's QLinearConv), its range calibrated on the stage's first training batches
   (:class:`ActivationFakeQuant`: a histogram, the range of least quantization error) and then frozen, while
   the weights train to it, or (``ranges='learned'``) trained with them from there;
-* its input, unless an int8 conv made it: quantized on the way into this conv only (other readers, such as a
-  block's residual addition, keep the float tensor; the export gives the conv its own copy of the tensor to
-  quantize).
+* its input, unless an int8 conv made it (with ``'inputs'``: always): quantized on the way into this conv only
+  (other readers, such as a block's residual addition, keep the float tensor; the export gives the conv its own
+  copy of the tensor to quantize).
 
 The network's input and output are 8-bit images: their quantizers are fixed to step 1/255 on [0, 1], which
 loses nothing an 8-bit image holds (the output is rounded and clipped to [0, 1] when it is saved anyway) and
@@ -42,7 +43,7 @@ from torch.ao.quantization.observer import (
 )
 
 from rlfn_arch.utils.checkpoint import QUANT_KEY_RE
-from rlfn_arch.utils.options.schema import INT8_CONV_SETS, QAT_RANGES, QAT_WEIGHT_BITS, qat_problem
+from rlfn_arch.utils.options.schema import INT8_CONV_SETS, QAT_PLACEMENTS, QAT_RANGES, QAT_WEIGHT_BITS, qat_problem
 
 #: Which convs run in int8 (names as in the state dict; ``block_*`` stands for every block).
 #: ``all``: every conv. ``body``: all but the first and the last (``conv_1``, ``upsampler.0``).
@@ -213,7 +214,8 @@ class QATConv2d(nnqat.Conv2d):
             x = x.float()
             if self.input_fq is not None:
                 x = self.input_fq(x)
-            return self.output_fq(self._conv_forward(x, self.weight_fake_quant(self.weight), self.bias))
+            out = self._conv_forward(x, self.weight_fake_quant(self.weight), self.bias)
+            return out if self.output_fq is None else self.output_fq(out)
 
 
 def _made_by(net):
@@ -256,16 +258,18 @@ def layout_problem(net):
     return qat_problem(cfg)
 
 
-def prepare_qat(net, convs='all', calibration_batches=100, weight_bits=8, ranges='calibrated'):
+def prepare_qat(net, convs='all', calibration_batches=100, weight_bits=8, ranges='calibrated', placement='qlinear'):
     """Put the convs ``convs`` names (:data:`INT8_CONVS`) of an RLFN ``net`` under int8 fake quantization, in
     place; the weights are kept. Activation ranges are calibrated on the first ``calibration_batches`` training
     batches, then frozen (``ranges='calibrated'``) or trained from there with the weights (``'learned'``:
     :class:`ActivationFakeQuant`); weights are quantized to ``weight_bits`` (8, or 7 for CPUs without int8 dot
-    products: :data:`WEIGHT_QMAX`). Returns ``net``.
+    products: :data:`WEIGHT_QMAX`). ``placement`` ``qlinear``: each int8 conv's output is 8-bit for every reader,
+    its input too unless an int8 conv made it; ``inputs``: each int8 conv quantizes its own copy of its input and
+    writes float (:data:`rlfn_arch.utils.options.schema.QAT_PLACEMENTS`). Returns ``net``.
 
     Raises:
-        ValueError: a network that is not RLFN's layout, an unknown ``convs`` or ``ranges``, a network prepared
-            already.
+        ValueError: a network that is not RLFN's layout, an unknown ``convs``, ``ranges`` or ``placement``, a
+            network prepared already.
     """
     problem = layout_problem(net)
     if problem:
@@ -276,15 +280,18 @@ def prepare_qat(net, convs='all', calibration_batches=100, weight_bits=8, ranges
     weight_range(weight_bits)  # refuses other bits before anything changes
     if ranges not in QAT_RANGES:
         raise ValueError(f'activation ranges {ranges!r}: expected one of {", ".join(QAT_RANGES)}')
-    learned = ranges == 'learned'
+    if placement not in QAT_PLACEMENTS:
+        raise ValueError(f'int8 placement {placement!r}: expected one of {", ".join(QAT_PLACEMENTS)}')
+    learned, qlinear = ranges == 'learned', placement == 'qlinear'
     made_by = _made_by(net)
     modules = dict(net.named_modules())
     for name in names:
-        source = made_by[name]
-        input_fq = None if source in names else image_fake_quant() if name == 'conv_1' else \
+        input_fq = image_fake_quant() if name == 'conv_1' else \
+            None if qlinear and made_by[name] in names else ActivationFakeQuant(calibration_batches, learned)
+        # qlinear: the output is uint8 for every reader; the network's output (the pixel shuffle only moves it) is an
+        # 8-bit image. inputs: the output stays float
+        output_fq = None if not qlinear else image_fake_quant() if name == 'upsampler.0' else \
             ActivationFakeQuant(calibration_batches, learned)
-        # the network's output (the pixel shuffle only moves it) is an 8-bit image
-        output_fq = image_fake_quant() if name == 'upsampler.0' else ActivationFakeQuant(calibration_batches, learned)
         parent, _, attr = name.rpartition('.')
         setattr(modules[parent] if parent else net, attr,
                 QATConv2d.from_conv(modules[name], input_fq, output_fq, weight_bits))
@@ -292,6 +299,7 @@ def prepare_qat(net, convs='all', calibration_batches=100, weight_bits=8, ranges
     net.int8_preset = convs
     net.int8_weight_bits = weight_bits
     net.int8_ranges = ranges
+    net.int8_placement = placement
     net.register_load_state_dict_post_hook(_forget_ranges_on_float_load)
     return net
 
@@ -374,12 +382,20 @@ def int8_ranges_of(state_dict):
     return 'learned' if any(k.endswith('.range_scale') for k in state_dict) else 'calibrated'
 
 
+def int8_placement_of(state_dict):
+    """Which tensors of its int8 convs a quantization-aware ``state_dict`` quantized (:data:`QAT_PLACEMENTS`:
+    ``qlinear`` when its convs hold output quantizers, else ``inputs``), or None (float weights)."""
+    if not any('.weight_fake_quant.' in k for k in state_dict):
+        return None
+    return 'qlinear' if any('.output_fq.' in k for k in state_dict) else 'inputs'
+
+
 def int8_state_problem(state_dict, qat):
     """Why the int8 state of ``state_dict`` (a quantization-aware checkpoint's weights) cannot continue in a stage
     with ``train.qat`` settings ``qat`` (:func:`rlfn_arch.utils.options.schema.qat_settings`), or None: the convs,
-    weight bits and kind of ranges must be the file's."""
+    weight bits, kind of ranges and placement must be the file's."""
     held = {'convs': int8_preset_of(state_dict), 'weight_bits': int8_weight_bits_of(state_dict),
-            'ranges': int8_ranges_of(state_dict)}
+            'ranges': int8_ranges_of(state_dict), 'placement': int8_placement_of(state_dict)}
     differ = [k for k, v in held.items() if v is not None and v != qat[k]]
     if not differ:
         return None

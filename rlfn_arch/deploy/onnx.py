@@ -204,6 +204,22 @@ def int8_weight_bits_onnx(model):
     return None if peak is None else 7 if peak <= WEIGHT_QMAX[7] else 8
 
 
+def int8_placement_onnx(model):
+    """Which tensors of an int8 ONNX model's int8 convs are 8-bit (:data:`rlfn_arch.utils.options.schema.
+    QAT_PLACEMENTS`): ``qlinear`` when an int8 conv's output goes to a QuantizeLinear (ONNX Runtime fuses such a
+    conv into an int8 QLinearConv), ``inputs`` when none does (the form OpenVINO runs in int8 and ONNX Runtime in
+    float), None when no conv reads int8 weights. ``model``: a path or a ModelProto."""
+    import onnx
+    model = onnx.load(model) if isinstance(model, (str, os.PathLike)) else model
+    dequantized = {n.output[0] for n in model.graph.node if n.op_type == 'DequantizeLinear'}
+    quantizes = {n.input[0] for n in model.graph.node if n.op_type == 'QuantizeLinear'}
+    outputs = [n.output[0] for n in model.graph.node
+               if n.op_type == 'Conv' and len(n.input) > 1 and n.input[1] in dequantized]
+    if not outputs:
+        return None
+    return 'qlinear' if any(o in quantizes for o in outputs) else 'inputs'
+
+
 class OnnxRLFN:
     """Run an exported (fp32 or int8) RLFN ONNX model with ONNX Runtime or OpenVINO like the PyTorch network:
     ``(N, 3, H, W)`` tensor in, tensor out. Inputs below 15x15 are replicate-padded and cropped, as
@@ -239,6 +255,21 @@ class OnnxRLFN:
             raise ValueError(f'{path}: upscales x{probed}, not x{scale}')
         self.upscale = probed
         self._check_saturation()
+        self._check_placement()
+
+    def _check_placement(self):
+        """Warn when ONNX Runtime meets an int8 model whose convs write float (``train.qat.placement: inputs``): it
+        computes those convs in float, slower than the fp32 model; OpenVINO runs them in int8."""
+        if self.runtime != 'onnxruntime':
+            return
+        try:
+            placement = int8_placement_onnx(self.path)
+        except ImportError:  # no onnx package to read the graph with: nothing to say
+            return
+        if placement == 'inputs':
+            warnings.warn(f'{self.path}: its int8 convs read 8 bits and write float (train.qat.placement: inputs), '
+                          'which ONNX Runtime computes in float, slower than the fp32 model; OpenVINO runs them in '
+                          'int8: --runtime openvino (pip install openvino)', RuntimeWarning, stacklevel=3)
 
     def _check_saturation(self):
         """Warn when an int8 model with 8-bit weights runs on a CPU whose int8 kernels can saturate (no VNNI/AMX:

@@ -30,6 +30,7 @@ from rlfn_arch.archs.qat import (
     WEIGHT_QMAX,
     activation_quantizers,
     int8_conv_names,
+    int8_placement_of,
     int8_preset_of,
     int8_ranges_of,
     int8_weight_bits_of,
@@ -44,6 +45,7 @@ from rlfn_arch.data.builders.sample import sample_folder
 from rlfn_arch.data.image_io import list_images, read_image
 from rlfn_arch.utils.checkpoint import split_quant_state, strip_module
 from rlfn_arch.utils.fs import atomic_write
+from rlfn_arch.utils.options.schema import QAT_PLACEMENTS
 from rlfn_arch.utils.runtime import project_root
 
 from .onnx import export_onnx, int8_weight_bits_onnx  # noqa: F401 (int8_weight_bits_onnx: part of this API)
@@ -144,15 +146,18 @@ def conv_nodes(model, names):
     return nodes
 
 
-def quantize(fp32_onnx, out_path, patches, choose, method='entropy', metadata=None, weight_bits=8):
+def quantize(fp32_onnx, out_path, patches, choose, method='entropy', metadata=None, weight_bits=8, placement='qlinear'):
     """ONNX Runtime's static QDQ quantization of ``fp32_onnx`` into ``out_path`` (atomically): per-channel symmetric
     int8 weights of ``weight_bits`` (8: [-127, 127]; 7: [-64, 64]), uint8 activations calibrated on ``patches`` by
-    ``method``; the model's ``metadata`` added.
+    ``method``, at each int8 conv's input and output (``placement`` ``qlinear``) or its input only (``inputs``:
+    :data:`rlfn_arch.utils.options.schema.QAT_PLACEMENTS`); the model's ``metadata`` added, with ``int8_placement``.
 
     Args:
         choose (callable): ``choose(model) -> (Conv node names, extra_options)`` on the pre-processed ModelProto
             (which it may edit in place); ``extra_options`` are ONNX Runtime's (e.g. fixed scales).
     """
+    if placement not in QAT_PLACEMENTS:
+        raise ValueError(f'int8 placement {placement!r}: expected one of {", ".join(QAT_PLACEMENTS)}')
     import onnx
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
@@ -161,6 +166,8 @@ def quantize(fp32_onnx, out_path, patches, choose, method='entropy', metadata=No
         quant_pre_process(fp32_onnx, pre, skip_symbolic_shape=True)
         model = onnx.load(pre)
         nodes, extra = choose(model)
+        if placement == 'inputs':  # no QuantizeLinear after an int8 conv: its output stays float
+            extra = {**(extra or {}), 'OpTypesToExcludeOutputQuantization': ['Conv']}
         onnx.save(model, pre)
         quantized = os.path.join(tmp, 'int8.onnx')
         quantize_static(pre, quantized, _PatchReader(patches), quant_format=QuantFormat.QDQ,
@@ -170,7 +177,7 @@ def quantize(fp32_onnx, out_path, patches, choose, method='entropy', metadata=No
                         nodes_to_quantize=list(nodes), op_types_to_quantize=['Conv'], extra_options=extra or {},
                         reduce_range=_reduce_range(weight_bits))
         qmodel = onnx.load(quantized)
-        for k, v in (metadata or {}).items():  # what the model says about itself (scale, network, range)
+        for k, v in {**(metadata or {}), 'int8_placement': placement}.items():  # what the model says about itself
             entry = qmodel.metadata_props.add()
             entry.key, entry.value = str(k), str(v)
         data = qmodel.SerializeToString()  # the finished model only, atomically: no partial file at out_path
@@ -178,7 +185,7 @@ def quantize(fp32_onnx, out_path, patches, choose, method='entropy', metadata=No
     return out_path
 
 
-def stage_calibrated(net, patches, convs=PTQ_CONVS, weight_bits=8):
+def stage_calibrated(net, patches, convs=PTQ_CONVS, weight_bits=8, placement='qlinear'):
     """A copy of ``net`` prepared as the int8 stage prepares it (:func:`rlfn_arch.archs.qat.prepare_qat`) with its
     activation ranges calibrated on ``patches`` by the stage's own quantizers and no training: a histogram of
     every patch, the range of least error; an input quantized for its conv alone; the network's input and output
@@ -191,16 +198,18 @@ def stage_calibrated(net, patches, convs=PTQ_CONVS, weight_bits=8):
 
     import torch
     qnet = prepare_qat(copy.deepcopy(net).float().cpu(), convs, calibration_batches=len(patches),
-                       weight_bits=weight_bits).train()
+                       weight_bits=weight_bits, placement=placement).train()
     with torch.no_grad():
         for patch in patches:  # one patch a batch: patches may differ in size
             qnet(torch.from_numpy(np.ascontiguousarray(patch))[None])
     return qnet.eval()
 
 
-def quantize_calibrated(net, out_path, patches, convs=None, method=None, metadata=None, weight_bits=8):
+def quantize_calibrated(net, out_path, patches, convs=None, method=None, metadata=None, weight_bits=8,
+                        placement='qlinear'):
     """Post-training int8 (no training): ``net``'s convs ``convs`` (:data:`rlfn_arch.archs.qat.INT8_CONVS`) in
-    int8 with ``weight_bits`` weights, activation ranges calibrated on ``patches`` by ``method``: ``stage``
+    int8 with ``weight_bits`` weights and activations quantized at ``placement`` (:func:`quantize`), activation
+    ranges calibrated on ``patches`` by ``method``: ``stage``
     (:func:`stage_calibrated`: what the int8 stage computes before its first training step) or one of ONNX
     Runtime's calibrations (``entropy``, ``minmax``, ``percentile``; each conv's input quantized for all its
     readers). ``convs`` and ``method`` default to :func:`ptq_defaults`. Measured: docs/int8.md, "Post-training".
@@ -219,9 +228,10 @@ def quantize_calibrated(net, out_path, patches, convs=None, method=None, metadat
     with tempfile.TemporaryDirectory() as tmp:
         fp32 = export_onnx(net, os.path.join(tmp, 'fp32.onnx'))
         if method == 'stage':
-            return quantize_trained(fp32, out_path, stage_calibrated(net, patches, convs, weight_bits), metadata)
+            return quantize_trained(fp32, out_path, stage_calibrated(net, patches, convs, weight_bits, placement),
+                                    metadata)
         return quantize(fp32, out_path, patches, lambda m: ([n.name for n in conv_nodes(m, names)], {}), method=method,
-                        metadata=metadata, weight_bits=weight_bits)
+                        metadata=metadata, weight_bits=weight_bits, placement=placement)
 
 
 def _own_input(model, node):
@@ -246,6 +256,8 @@ def qat_overrides(net, model):
         nodes.append(node.name)
         tensor_in = _own_input(model, node) if own else node.input[0]
         for tensor, fq in ((tensor_in, fq_in), (node.output[0], fq_out)):
+            if fq is None:  # placement inputs: the conv's output stays float
+                continue
             try:
                 scale, zero_point = qparams(fq)
             except ValueError as e:
@@ -278,7 +290,7 @@ def quantize_trained(fp32_onnx, out_path, net, metadata=None):
     Runtime's quantizer reads one blank patch to run)."""
     blank = [np.zeros((net.conv_1.in_channels, 32, 32), np.float32)]
     return quantize(fp32_onnx, out_path, blank, lambda m: qat_overrides(net, m), method='minmax', metadata=metadata,
-                    weight_bits=net.int8_weight_bits)
+                    weight_bits=net.int8_weight_bits, placement=net.int8_placement)
 
 
 def trained_int8(state_dict):
@@ -295,7 +307,7 @@ def quantize_checkpoint(state_dict, out_path, metadata=None, source='<state dict
     cfg = detect_config(weights, source)
     # weight quantizers that never observed (a network that never trained) say no bits; the export refuses it below
     net = prepare_qat(RLFN(**cfg), int8_preset_of(sd), weight_bits=int8_weight_bits_of(sd) or 8,
-                      ranges=int8_ranges_of(sd))
+                      ranges=int8_ranges_of(sd), placement=int8_placement_of(sd))
     try:
         net.load_state_dict({**weights, **quant}, strict=True)
     except RuntimeError as e:  # a partial or foreign quantizer state

@@ -142,10 +142,10 @@ class WarmStartModel(SRModel):
         if qat is None:
             return net
         qat = qat_settings(qat)
-        prepare_qat(net, qat['convs'], qat['calibration_batches'], qat['weight_bits'], qat['ranges'])
+        prepare_qat(net, qat['convs'], qat['calibration_batches'], qat['weight_bits'], qat['ranges'], qat['placement'])
         get_root_logger().info(f'int8 quantization-aware training: {len(net.int8_convs)} convs in int8 '
                                f'({net.int8_preset}, {qat["weight_bits"]}-bit weights, {qat["ranges"]} activation '
-                               'ranges), fake quantization in fp32')
+                               f'ranges, {qat["placement"]} placement), fake quantization in fp32')
         return net
 
     def model_to_device(self, net):
@@ -389,7 +389,8 @@ class WarmStartModel(SRModel):
             quant = split_quant_state(load_net)[1]
             if quant and getattr(net, 'int8_convs', None):  # resuming int8 training: its observed ranges too
                 problem = int8_state_problem(load_net, {'convs': net.int8_preset, 'ranges': net.int8_ranges,
-                                                        'weight_bits': net.int8_weight_bits})
+                                                        'weight_bits': net.int8_weight_bits,
+                                                        'placement': net.int8_placement})
                 if problem:
                     raise CheckpointError(f'{load_path}: {problem}')
                 net.load_state_dict({**sd, **quant}, strict=True)

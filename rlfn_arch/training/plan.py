@@ -85,7 +85,8 @@ class StagePlan:
             target = "the float network's output" if qat['target'] == 'float' else 'the HR patches'
             bits = '' if qat['weight_bits'] == 8 else f', {qat["weight_bits"]}-bit weights'
             ranges = ', learned ranges' if qat['ranges'] == 'learned' else ''
-            only += f'; int8 convs {qat["convs"]} (quantization-aware, learns {target}{bits}{ranges})'
+            placement = ', 8-bit inputs only (int8 in OpenVINO)' if qat['placement'] == 'inputs' else ''
+            only += f'; int8 convs {qat["convs"]} (quantization-aware, learns {target}{bits}{ranges}{placement})'
         return '\n'.join([
             f'stage {self.index + 1}: {self.label}  [{what}]',
             f'  folder      {self.folder}',

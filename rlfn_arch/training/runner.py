@@ -93,7 +93,8 @@ def _finish_int8(state_dict, path, opt, source):
         quantize_checkpoint(state_dict, path, model_metadata(
             cfg, source=osp.basename(source), precision='int8 (QDQ)', int8=qat['convs'],
             int8_weight_bits=qat['weight_bits']))
-        print(f'int8 model: {path} (python -m rlfn_arch.infer --onnx {path} ...)', flush=True)
+        runtime = ' --runtime openvino' if qat['placement'] == 'inputs' else ''  # int8 in OpenVINO only
+        print(f'int8 model: {path} (python -m rlfn_arch.infer --onnx {path}{runtime} ...)', flush=True)
     except ImportError:
         print(f'int8 model: not written, onnx / onnxruntime are not installed (pip install "rlfn-basicsr[export]"); '
               f'then python -m rlfn_arch.quantize --model_path {osp.join(osp.dirname(path), "net_g_final.pth")} '

@@ -29,6 +29,7 @@ from .schema import (
     CROSS_SCALE_MODES,
     INT8_CONV_SETS,
     LOSS_KEYS,
+    QAT_PLACEMENTS,
     QAT_RANGES,
     QAT_TARGETS,
     QAT_WEIGHT_BITS,
@@ -330,7 +331,8 @@ def _check_train(opt, ck):
 
 def _check_qat(opt, train, ck):
     """``train.qat: {convs: all | body | ... | blocks, calibration_batches: 100, target: float | gt, weight_bits: 8 |
-    7, ranges: calibrated | learned}``: int8 fake quantization (RLFN's layout, no EMA copy, fp32)."""
+    7, ranges: calibrated | learned, placement: qlinear | inputs}``: int8 fake quantization (RLFN's layout, no EMA
+    copy, fp32)."""
     qat = train.get('qat')
     if qat is None:
         return
@@ -348,6 +350,10 @@ def _check_qat(opt, train, ck):
     if qat_settings(qat)['ranges'] not in QAT_RANGES:
         ck.err('train.qat.ranges', f'{qat.get("ranges")!r}: expected calibrated (frozen after the calibration batches, '
                'the default) or learned (trained with the weights from there)')
+    if qat_settings(qat)['placement'] not in QAT_PLACEMENTS:
+        ck.err('train.qat.placement', f'{qat.get("placement")!r}: expected qlinear (each int8 conv reads and writes '
+               '8 bits: int8 in ONNX Runtime and OpenVINO, the default) or inputs (each int8 conv reads 8 bits, '
+               'writes float: int8 in OpenVINO only)')
     if qat_settings(qat)['target'] not in QAT_TARGETS:
         ck.err('train.qat.target', f'{qat.get("target")!r}: expected float (the output of the weights the stage '
                'started from, the default) or gt (the HR patch)')

@@ -25,7 +25,7 @@ LOSS_KEYS = ('pixel_opt', 'perceptual_opt', 'contrastive_opt')
 _TRAIN_BASE = {'ema_decay', 'optim_g', 'scheduler', 'total_iter', 'warmup_iter', 'pixel_opt', 'perceptual_opt',
                'contrastive_opt', 'max_nonfinite', 'precision', 'channels_last', 'trainable_g', 'qat'}
 #: ``train.qat`` (quantization-aware training, :mod:`rlfn_arch.archs.qat`): which convs train in int8.
-_QAT = {'convs', 'calibration_batches', 'target', 'weight_bits', 'ranges'}
+_QAT = {'convs', 'calibration_batches', 'target', 'weight_bits', 'ranges', 'placement'}
 #: ``train.qat.target``: what the int8 network learns to output. ``float``: the float network's output for the
 #: same patch (the weights the stage started from: the int8 model learns to compute what they compute);
 #: ``gt``: the HR patch, as in any stage.
@@ -38,6 +38,11 @@ QAT_WEIGHT_BITS = (8, 7)
 #: train to them); ``learned``: they train with the weights (LSQ+; docs/int8.md: it helps ``all`` and ``body``,
 #: not ``block_3x3``).
 QAT_RANGES = ('calibrated', 'learned')
+#: ``train.qat.placement``: which tensors of an int8 conv are 8-bit. ``qlinear``: its input and its output (ONNX's
+#: QLinearConv, the form ONNX Runtime runs in int8; OpenVINO runs it in int8 too); ``inputs``: its input only, the
+#: output stays float for every reader (OpenVINO's and NNCF's placement: int8 in OpenVINO only, ONNX Runtime
+#: computes such a conv in float, slower than the fp32 model).
+QAT_PLACEMENTS = ('qlinear', 'inputs')
 #: ``train.qat.convs``: the sets of convs an int8 model can run in int8 (defined in :mod:`rlfn_arch.archs.qat`).
 INT8_CONV_SETS = ('all', 'body', 'block_3x3', 'blocks')
 
@@ -47,10 +52,11 @@ def qat_settings(qat):
     on Set5 and Set14 x4, docs/int8.md), the training batches that calibrate the activation ranges (100) and
     the target the int8 network learns (``float``: the output of the weights the stage started from; half the
     PSNR cost of learning the HR patches, docs/int8.md), the weights' bits (8; 7 for CPUs without VNNI,
-    :data:`QAT_WEIGHT_BITS`) and the ranges after calibration (``calibrated``: frozen; learning them did not
-    help ``block_3x3``, :data:`QAT_RANGES`)."""
+    :data:`QAT_WEIGHT_BITS`), the ranges after calibration (``calibrated``: frozen; learning them did not
+    help ``block_3x3``, :data:`QAT_RANGES`) and where the 8-bit tensors sit (``qlinear``: what both runtimes run
+    in int8, :data:`QAT_PLACEMENTS`)."""
     return {'convs': 'block_3x3', 'calibration_batches': 100, 'target': 'float', 'weight_bits': 8,
-            'ranges': 'calibrated', **(qat or {})}
+            'ranges': 'calibrated', 'placement': 'qlinear', **(qat or {})}
 
 
 _VAL = {'val_freq', 'save_img', 'suffix', 'pbar', 'metrics', 'bicubic_baseline', 'precision'}

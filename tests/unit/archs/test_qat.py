@@ -8,8 +8,10 @@ from rlfn_arch.archs import RLFN
 from rlfn_arch.archs.qat import (
     INT8_CONVS,
     activation_quantizers,
+    int8_placement_of,
     int8_preset_of,
     int8_ranges_of,
+    int8_state_problem,
     int8_weight_bits_of,
     prepare_qat,
     qparams,
@@ -26,10 +28,10 @@ def _images(n=6, size=24, seed=0):
     return F.interpolate(coarse, size=(size, size), mode='bicubic', align_corners=False).clamp(0, 1)
 
 
-def _trained(convs='all', seed=0, weight_bits=8):
+def _trained(convs='all', seed=0, weight_bits=8, placement='qlinear'):
     """A tiny RLFN prepared for int8, its ranges observed on a few training-mode batches."""
     torch.manual_seed(seed)
-    net = prepare_qat(RLFN(**TINY), convs, weight_bits=weight_bits).train()
+    net = prepare_qat(RLFN(**TINY), convs, weight_bits=weight_bits, placement=placement).train()
     with torch.no_grad():
         for x in _images(4).split(2):
             net(x)
@@ -126,6 +128,63 @@ def test_inputs_are_quantized_on_the_way_into_the_conv_unless_an_int8_conv_made_
     with torch.no_grad():
         feat = net.conv_1(_images(1, seed=2))
     assert torch.equal(feat, net.conv_1.output_fq(feat))  # an int8 conv's output is on its grid already
+
+
+def test_placement_inputs_quantizes_each_int8_convs_own_input_and_leaves_its_output_float():
+    """``placement='inputs'``: every int8 conv reads its own 8-bit copy of its input (the two ESA convs reading one
+    tensor each their own), and writes float; ``qlinear`` writes 8 bits. The state dict says which, and a network
+    of the other placement is told so."""
+    net, qlinear = _trained('all', placement='inputs'), _trained('all')
+    q = activation_quantizers(net)
+    assert all(own and fq_in is not None and fq_out is None for fq_in, fq_out, own in q.values())
+    assert q['block_1.esa.conv2'][0] is not q['block_1.esa.conv_f'][0]
+    assert qparams(net.conv_1.input_fq) == (pytest.approx(1 / 255), 0)
+    x = _images(1, seed=2)
+    with torch.no_grad():
+        assert net.conv_1(x).unique().numel() > 256  # float
+        assert qlinear.conv_1(x).unique().numel() <= 256  # on its uint8 grid
+        assert net.block_1.c1_r.input_fq(net.conv_1(x)).unique().numel() <= 256  # what c1_r reads
+        assert net.upsampler[0](net.conv_1(x)).unique().numel() > 256  # even the image conv writes float
+    assert int8_placement_of(net.state_dict()) == 'inputs' and int8_placement_of(qlinear.state_dict()) == 'qlinear'
+    assert int8_placement_of(RLFN(**TINY).state_dict()) is None
+    settings = {'convs': 'all', 'weight_bits': 8, 'ranges': 'calibrated', 'placement': 'qlinear'}
+    assert 'placement inputs; the stage has placement qlinear' in int8_state_problem(net.state_dict(), settings)
+    assert int8_state_problem(qlinear.state_dict(), settings) is None
+    with pytest.raises(RuntimeError, match='Unexpected key'):
+        prepare_qat(RLFN(**TINY), 'all').load_state_dict(net.state_dict())
+    with pytest.raises(ValueError, match="int8 placement 'outputs': expected one of qlinear, inputs"):
+        prepare_qat(RLFN(**TINY), 'all', placement='outputs')
+
+
+def test_an_inputs_placement_model_computes_what_it_trained_as_in_openvino_and_onnx_runtime(tmp_path):
+    """The export of ``placement='inputs'``: no QuantizeLinear after an int8 conv (:func:`int8_placement_onnx` reads
+    it back), OpenVINO and ONNX Runtime both compute the fake-quantized network; ONNX Runtime is warned against."""
+    pytest.importorskip('onnxruntime')
+    pytest.importorskip('openvino')
+    import warnings
+
+    from rlfn_arch.deploy.onnx import OnnxRLFN, int8_placement_onnx
+    from rlfn_arch.deploy.quantize import quantize_checkpoint
+    net = _trained('all', placement='inputs')
+    path = str(quantize_checkpoint(net.state_dict(), str(tmp_path / 'int8.onnx')))
+    qlinear = str(quantize_checkpoint(_trained('all').state_dict(), str(tmp_path / 'q.onnx')))
+    assert int8_placement_onnx(path) == 'inputs' and int8_placement_onnx(qlinear) == 'qlinear'
+    x = _images(2, size=32, seed=11)
+    with torch.no_grad():
+        ref = net(x)
+    for runtime in ('openvino', 'onnxruntime'):
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter('always')
+            model = OnnxRLFN(path, runtime=runtime)
+        diff = (model(x) - ref).abs() * 255
+        assert float(diff.mean()) < 0.5 and float(diff.max()) <= 6, runtime
+        said = [str(w.message) for w in caught if 'write float' in str(w.message)]
+        assert bool(said) == (runtime == 'onnxruntime') and (not said or '--runtime openvino' in said[0])
+        assert model.metadata.get('int8_placement') == 'inputs'
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter('always')
+        OnnxRLFN(qlinear)
+    assert not [w for w in caught if 'write float' in str(w.message)]
 
 
 def test_rfdn_layouts_are_refused_with_the_reason():

@@ -178,6 +178,31 @@ def test_learned_ranges_train_from_their_calibration_even_outside_trainable_g_an
     assert any(abs(s - float(learned['conv_1.output_fq.scale'])) < 1e-7 for s in scales)
 
 
+def test_an_inputs_placement_stage_ends_with_its_model_and_quantize_keeps_its_placement(tmp_path, capsys):
+    """``qat.placement: inputs``: the run's int8 model quantizes conv inputs only and says so; ``quantize`` of the
+    checkpoint writes the same model, and refuses another ``--placement`` without writing; float weights take
+    ``--placement inputs`` after training."""
+    from rlfn_arch.deploy.onnx import OnnxRLFN, int8_placement_onnx
+    from rlfn_arch.quantize import main as quantize_main
+    final = _int8_only_run(tmp_path / 'run', None, 0, qat={'placement': 'inputs'}, quant=True)
+    assert not any('.output_fq.' in k for k in final)
+    model = next((tmp_path / 'run').rglob('net_g_final_int8.onnx'))
+    assert int8_placement_onnx(str(model)) == 'inputs'
+    assert f'--onnx {model} --runtime openvino' in capsys.readouterr().out  # where it runs in int8
+    ckpt = next((tmp_path / 'run').rglob('net_g_final.pth'))
+    assert quantize_main(['--model_path', str(ckpt), '--output', str(tmp_path / 'a.onnx')]) == 0
+    x = torch.rand(1, 3, 20, 20)
+    with pytest.warns(RuntimeWarning, match='write float'):
+        assert torch.equal(OnnxRLFN(str(tmp_path / 'a.onnx'))(x), OnnxRLFN(str(model))(x))
+    assert quantize_main(['--model_path', str(ckpt), '--output', str(tmp_path / 'b.onnx'), '--placement',
+                          'qlinear']) == 2
+    assert not (tmp_path / 'b.onnx').exists()
+    start = tmp_path / 'run' / 'start.pth'
+    assert quantize_main(['--model_path', str(start), '--output', str(tmp_path / 'p.onnx'), '--placement', 'inputs',
+                          '--num_patches', '2']) == 0
+    assert int8_placement_onnx(str(tmp_path / 'p.onnx')) == 'inputs'
+
+
 def test_the_int8_network_learns_the_float_networks_output_by_default_and_the_hr_patch_with_target_gt(tmp_path):
     """``qat.target: float`` (the default): the target is the float network's output for the patch, so what
     the HR images hold changes nothing; ``target: gt`` learns the HR patch, and inverted HR images change it."""
@@ -192,7 +217,9 @@ def test_the_int8_network_learns_the_float_networks_output_by_default_and_the_hr
 def test_the_plan_says_what_an_int8_stage_learns(tmp_path):
     yml, exp = tiny_options(tmp_path)
     for qat, words in (({}, "learns the float network's output"), ({'target': 'gt'}, 'learns the HR patches'),
-                       ({'ranges': 'learned'}, "learns the float network's output, learned ranges")):
+                       ({'ranges': 'learned'}, "learns the float network's output, learned ranges"),
+                       ({'placement': 'inputs'}, "learns the float network's output, 8-bit inputs only (int8 in "
+                                                 'OpenVINO)')):
         edit(yml, lambda o, q=qat: o['stages'][2].update(train={'total_iter': 1, 'qat': {'convs': 'all', **q}}))
         proc = run_module('rlfn_arch.train', '-opt', yml, '--dry_run')
         assert f'int8 convs all (quantization-aware, {words})' in proc.stdout, proc.stdout
@@ -207,7 +234,8 @@ def test_int8_options_that_cannot_work_are_refused_before_anything_is_written(tm
                           ({'qat': {'convs': 'all', 'bits': 4}}, 'bits'),
                           ({'qat': {'weight_bits': 6}}, 'train.qat.weight_bits: 6: expected 8'),
                           ({'qat': {'target': 'hr'}}, 'train.qat.target: \'hr\': expected float'),
-                          ({'qat': {'ranges': 'trained'}}, 'train.qat.ranges: \'trained\': expected calibrated')):
+                          ({'qat': {'ranges': 'trained'}}, 'train.qat.ranges: \'trained\': expected calibrated'),
+                          ({'qat': {'placement': 'outputs'}}, 'train.qat.placement: \'outputs\': expected qlinear')):
         edit(yml, lambda o, c=change: o['stages'][2].update(train={'total_iter': 1, **c}))
         proc = run_module('rlfn_arch.train', '-opt', yml, check=False)
         assert proc.returncode == 2 and words in proc.stderr, (change, proc.stderr)

@@ -14,7 +14,7 @@ import torch
 import rlfn_arch  # noqa: F401
 from rlfn_arch.deploy.efficiency import benchmark, time_model
 from rlfn_arch.deploy.fast import optimize_for_inference
-from rlfn_arch.deploy.onnx import OnnxRLFN, check_runtime, onnx_precision
+from rlfn_arch.deploy.onnx import OnnxRLFN, check_runtime, onnx_precision, resolve_runtime
 from rlfn_arch.deploy.source import add_model_args, add_runtime_arg, open_model
 from rlfn_arch.utils.fs import atomic_write, check_output
 from rlfn_arch.utils.report import format_table
@@ -47,9 +47,12 @@ def main(argv=None):
         check_output(args.json, [args.model_path, args.opt, *args.onnx_models], args.overwrite)
         check_runtime(args.runtime, args.onnx_models)
         model = open_model(args)
-        onnx_prec = onnx_precision(args.precision, args.runtime) if args.onnx_models else None
-        sessions = [(path, OnnxRLFN(path, threads=args.threads, runtime=args.runtime, precision=onnx_prec))
-                    for path in args.onnx_models]
+        sessions = []
+        for path in args.onnx_models:
+            runtime = resolve_runtime(args.runtime, path)
+            onnx_prec = onnx_precision(args.precision, runtime)
+            sessions.append((path, runtime, onnx_prec,
+                             OnnxRLFN(path, threads=args.threads, runtime=runtime, precision=onnx_prec)))
     except (ValueError, OSError) as e:  # CheckpointError (missing, unsafe, non-finite) is a ValueError
         print(f'error: {e}', file=sys.stderr)
         return 2
@@ -61,9 +64,9 @@ def main(argv=None):
         rows.append(benchmark(fast, name, cfg['upscale'], tuple(args.size), args.runs, args.warmup, device,
                               args.threads, path='fast'))
         rows[-1].update({k: rows[0][k] for k in ('params', 'flops_G', 'activations_M', 'convs')})
-    for path, sess in sessions:
+    for path, runtime, onnx_prec, sess in sessions:
         x = torch.rand(1, 3, *args.size)
-        row = dict(rows[0], path=f'{args.runtime} {os.path.basename(path)}', device='cpu', precision=onnx_prec,
+        row = dict(rows[0], path=f'{runtime} {os.path.basename(path)}', device='cpu', precision=onnx_prec,
                    runtime_ms=round(time_model(sess, x, args.runs, args.warmup), 2))
         rows.append(row)
     print_table(rows)

@@ -13,7 +13,7 @@ import sys
 import rlfn_arch  # noqa: F401  registers RLFN & co. and installs the compatibility shim
 from rlfn_arch.archs.zoo import model_file, model_names
 from rlfn_arch.basicsr_seam import run_test
-from rlfn_arch.deploy.onnx import check_runtime, onnx_precision
+from rlfn_arch.deploy.onnx import check_runtime, onnx_precision, resolve_runtime
 from rlfn_arch.deploy.source import add_runtime_arg
 from rlfn_arch.training.stages import check_pretrain
 from rlfn_arch.utils.options import OptionError, apply_force_yml, check_options, load_options
@@ -42,7 +42,7 @@ def parse_args(argv=None):
 
 
 def load_test_options(opt_path, force_yml=None, datasets_root=None, precision='fp32', model=None, onnx=None,
-                      runtime='onnxruntime'):
+                      runtime='auto'):
     """Load, check and finalize test options. Datasets whose folders are missing are dropped with a
     message; none left is an error. ``precision`` other than fp32 runs the network under autocast
     through WarmStartModel's ``test()`` (a SRModel subclass; basicsr's SRModel has no precision)."""
@@ -59,6 +59,7 @@ def load_test_options(opt_path, force_yml=None, datasets_root=None, precision='f
             raise OptionError(f'--onnx {onnx} and --model {model}: test one model at a time')
         if not os.path.isfile(onnx):
             raise OptionError(f'--onnx {onnx}: not found')
+        runtime = resolve_runtime(runtime, onnx)
         if precision != 'fp32' and runtime != 'openvino':
             raise OptionError(f'--onnx {onnx}: ONNX Runtime runs it as exported; --precision {precision} applies '
                               'with --runtime openvino (the precision of its float operations)')

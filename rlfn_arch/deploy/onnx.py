@@ -95,6 +95,8 @@ def check_onnx(net, path, sizes=CHECK_SIZES, batch=1, seed=0):
 #: ``export`` extra) or ``openvino`` (the ``openvino`` extra; on an Intel Xeon with AMX it ran the fp32 model
 #: 1.2x, the trained int8 model 1.6x faster than ONNX Runtime, and in bf16 faster still: docs/int8.md).
 ONNX_RUNTIMES = ('onnxruntime', 'openvino')
+#: What ``--runtime`` takes: a runtime, or ``auto`` (:func:`resolve_runtime`: the model decides).
+RUNTIME_CHOICES = ('auto',) + ONNX_RUNTIMES
 #: OpenVINO's inference precision hint for each precision the operations an ONNX model keeps in float run in.
 _OPENVINO_HINTS = {'fp32': 'f32', 'bf16': 'bf16'}
 
@@ -119,19 +121,33 @@ def onnx_precision(requested, runtime):
 
 
 def check_runtime(runtime, onnx):
-    """Refuse a ``--runtime`` that cannot apply before anything runs: one that is not in :data:`ONNX_RUNTIMES`,
+    """Refuse a ``--runtime`` that cannot apply before anything runs: one that is not in :data:`RUNTIME_CHOICES`,
     OpenVINO without an ``--onnx`` model (a PyTorch checkpoint runs in PyTorch) or not installed.
 
     Raises:
         ValueError: the message names the value and what was expected.
     """
-    if runtime not in ONNX_RUNTIMES:
-        raise ValueError(f'--runtime {runtime!r}: expected one of {", ".join(ONNX_RUNTIMES)}')
+    if runtime not in RUNTIME_CHOICES:
+        raise ValueError(f'--runtime {runtime!r}: expected one of {", ".join(RUNTIME_CHOICES)}')
     if runtime == 'openvino' and not onnx:
         raise ValueError('--runtime openvino runs --onnx models (export one with python -m rlfn_arch.export or '
                          'rlfn_arch.quantize); a checkpoint runs in PyTorch')
     if runtime == 'openvino' and importlib.util.find_spec('openvino') is None:
         raise ValueError('--runtime openvino: OpenVINO is not installed (pip install openvino)')
+
+
+def resolve_runtime(requested, path):
+    """The runtime that runs the ONNX model ``path`` for ``--runtime requested``: a named runtime as it is;
+    ``auto``: OpenVINO for an int8 model whose convs write float (``train.qat.placement: inputs``, int8 in OpenVINO
+    only) when OpenVINO is installed, else ONNX Runtime (which warns about such a model)."""
+    if requested != 'auto':
+        return requested
+    if importlib.util.find_spec('openvino') is None:
+        return 'onnxruntime'
+    try:
+        return 'openvino' if int8_placement_onnx(path) == 'inputs' else 'onnxruntime'
+    except Exception:  # no onnx package, or not a readable ONNX file: ONNX Runtime opens it and says why
+        return 'onnxruntime'
 
 
 def _onnxruntime(path, threads):

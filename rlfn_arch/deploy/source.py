@@ -19,7 +19,7 @@ from rlfn_arch.archs.zoo import model_file, model_names
 from rlfn_arch.utils.precision import PRECISIONS, resolve_precision
 from rlfn_arch.utils.runtime import pick_device
 
-from .onnx import ONNX_RUNTIMES, OnnxRLFN, check_runtime, onnx_precision
+from .onnx import RUNTIME_CHOICES, OnnxRLFN, check_runtime, onnx_precision, resolve_runtime
 
 
 @dataclasses.dataclass(frozen=True)
@@ -76,11 +76,13 @@ def add_model_args(parser, preset=False, onnx=False, opt=True, input_range=False
 
 
 def add_runtime_arg(parser):
-    """``--runtime``: what runs ``--onnx`` models (:data:`rlfn_arch.deploy.onnx.ONNX_RUNTIMES`)."""
-    parser.add_argument('--runtime', default='onnxruntime', choices=ONNX_RUNTIMES,
-                        help='what runs --onnx models on the CPU: onnxruntime (default; fp32 float operations) or '
-                        'openvino (pip install openvino; faster on the Intel CPUs measured, and it follows '
-                        '--precision: auto = bf16 float operations where the CPU has bf16 natively; docs/int8.md)')
+    """``--runtime``: what runs ``--onnx`` models (:data:`rlfn_arch.deploy.onnx.RUNTIME_CHOICES`)."""
+    parser.add_argument('--runtime', default='auto', choices=RUNTIME_CHOICES,
+                        help='what runs --onnx models on the CPU: auto (default: onnxruntime, or openvino for an int8 '
+                        'model trained with train.qat.placement: inputs, which runs in int8 there only), onnxruntime '
+                        '(fp32 float operations) or openvino (pip install openvino; faster on the CPUs measured, and '
+                        'it follows --precision: auto = bf16 float operations where the CPU has bf16 natively; '
+                        'docs/int8.md)')
 
 
 def open_model(args, model_path=None):
@@ -95,9 +97,9 @@ def open_model(args, model_path=None):
     if not path and getattr(args, 'model', None):
         path = model_file(args.model)
     if hasattr(args, 'onnx'):  # a tool whose model may be an ONNX file (add_model_args(onnx=True)): --runtime fits
-        check_runtime(getattr(args, 'runtime', 'onnxruntime'), args.onnx and not model_path)
+        check_runtime(getattr(args, 'runtime', 'auto'), args.onnx and not model_path)
     if getattr(args, 'onnx', None) and not model_path:
-        runtime = getattr(args, 'runtime', 'onnxruntime')
+        runtime = resolve_runtime(getattr(args, 'runtime', 'auto'), args.onnx)
         precision = onnx_precision(getattr(args, 'precision', 'fp32'), runtime)
         net = OnnxRLFN(args.onnx, runtime=runtime, precision=precision)
         return OpenModel(net, {'upscale': net.upscale}, torch.device('cpu'), precision, os.path.basename(args.onnx),

@@ -163,12 +163,14 @@ def test_an_inputs_placement_model_computes_what_it_trained_as_in_openvino_and_o
     pytest.importorskip('openvino')
     import warnings
 
-    from rlfn_arch.deploy.onnx import OnnxRLFN, int8_placement_onnx
+    from rlfn_arch.deploy.onnx import OnnxRLFN, int8_placement_onnx, resolve_runtime
     from rlfn_arch.deploy.quantize import quantize_checkpoint
     net = _trained('all', placement='inputs')
     path = str(quantize_checkpoint(net.state_dict(), str(tmp_path / 'int8.onnx')))
     qlinear = str(quantize_checkpoint(_trained('all').state_dict(), str(tmp_path / 'q.onnx')))
     assert int8_placement_onnx(path) == 'inputs' and int8_placement_onnx(qlinear) == 'qlinear'
+    assert resolve_runtime('auto', path) == 'openvino' and resolve_runtime('auto', qlinear) == 'onnxruntime'
+    assert resolve_runtime('onnxruntime', path) == 'onnxruntime'  # asked for: kept (and warned, below)
     x = _images(2, size=32, seed=11)
     with torch.no_grad():
         ref = net(x)

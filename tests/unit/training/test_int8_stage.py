@@ -190,6 +190,19 @@ def test_an_inputs_placement_stage_ends_with_its_model_and_quantize_keeps_its_pl
     assert int8_placement_onnx(str(model)) == 'inputs'
     assert f'--onnx {model} --runtime openvino' in capsys.readouterr().out  # where it runs in int8
     ckpt = next((tmp_path / 'run').rglob('net_g_final.pth'))
+    pytest.importorskip('openvino')
+    lr = tmp_path / 'lr'
+    lr.mkdir()
+    cv2.imwrite(str(lr / 'a.png'), (torch.rand(20, 24, 3) * 255).byte().numpy())
+    proc = run_module('rlfn_arch.infer', '-i', lr, '-o', tmp_path / 'auto', '--onnx', model)  # auto: where it is int8
+    assert ', openvino (' in proc.stdout and (tmp_path / 'auto' / 'a.png').is_file(), proc.stdout
+    with pytest.warns(RuntimeWarning, match='write float'):  # asked for: it runs, and the user is told
+        proc = run_module('rlfn_arch.infer', '-i', lr, '-o', tmp_path / 'ort', '--onnx', model, '--runtime',
+                          'onnxruntime')
+    assert ', onnxruntime (' in proc.stdout and (tmp_path / 'ort' / 'a.png').is_file(), proc.stdout
+    proc = run_module('rlfn_arch.benchmark', '--preset', 'rlfn_s', '--size', '32', '32', '--runs', '1', '--warmup',
+                      '0', '--onnx', model, '--json', tmp_path / 'b.json')
+    assert json.loads((tmp_path / 'b.json').read_text())[-1]['path'] == f'openvino {model.name}'
     assert quantize_main(['--model_path', str(ckpt), '--output', str(tmp_path / 'a.onnx')]) == 0
     x = torch.rand(1, 3, 20, 20)
     with pytest.warns(RuntimeWarning, match='write float'):

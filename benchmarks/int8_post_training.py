@@ -3,11 +3,13 @@ PSNR-Y change against each model's own fp32 on Set5 / Set14 at its scale (border
 from ONNX Runtime's int8 kernels; calibration on 32 LR patches of the sample dataset, as ``quantize`` does.
 
     python benchmarks/int8_post_training.py [--models rlfn_s_x4 rlfn_x4 rlfn_s_x3 rlfn_s_x2 rlfn_x2]
-        [--arms entropy/blocks stage/blocks stage/block_3x3 stage/body stage/all]
+        [--arms entropy/blocks stage/blocks stage/block_3x3 stage/body stage/all stage/block_3x3/inputs]
 
 ``stage``: the int8 stage's own quantizers without training (``quantize``'s default); ``entropy`` (and
-``minmax``, ``percentile``): ONNX Runtime's calibration. Needs ../shared (official weights, Set5, Set14) and
-onnxruntime; a speed comparison of the same files is ``benchmarks/inference_cpu.py``.
+``minmax``, ``percentile``): ONNX Runtime's calibration. A third part, ``inputs``, quantizes each int8 conv's
+input only (``quantize --placement inputs``, OpenVINO's form), and those files run in OpenVINO, where they are
+int8. Needs ../shared (official weights, Set5, Set14) and onnxruntime (openvino for ``inputs``); a speed
+comparison of the same files is ``benchmarks/inference_cpu.py``.
 """
 import argparse
 import os
@@ -23,7 +25,9 @@ from rlfn_arch.archs import RLFN
 from rlfn_arch.archs.qat import INT8_CONVS
 from rlfn_arch.archs.rlfn_weights import convert, detect_config
 from rlfn_arch.archs.zoo import model_file
+from rlfn_arch.deploy.onnx import openvino_runner
 from rlfn_arch.deploy.quantize import CALIBRATIONS, calibration_patches, quantize_calibrated
+from rlfn_arch.utils.options.schema import QAT_PLACEMENTS
 
 #: name -> (weights, scale): the official files in ../shared and the shipped x3 model.
 MODELS = {'rlfn_s_x4': (os.path.join(SHARED, 'weights', 'rlfn_s_x4.pth'), 4),
@@ -35,11 +39,13 @@ SETS = ('Set5', 'Set14')
 
 
 def arm(text):
-    method, _, convs = text.partition('/')
-    if method not in CALIBRATIONS or convs not in INT8_CONVS:
-        raise argparse.ArgumentTypeError(f'{text!r}: expected CALIBRATION/CONVS, CALIBRATION one of '
-                                         f'{", ".join(CALIBRATIONS)}, CONVS one of {", ".join(INT8_CONVS)}')
-    return method, convs
+    parts = text.split('/')
+    method, convs, placement = (parts + ['qlinear'])[:3] if len(parts) in (2, 3) else ('', '', '')
+    if method not in CALIBRATIONS or convs not in INT8_CONVS or placement not in QAT_PLACEMENTS:
+        raise argparse.ArgumentTypeError(f'{text!r}: expected CALIBRATION/CONVS[/PLACEMENT], CALIBRATION one of '
+                                         f'{", ".join(CALIBRATIONS)}, CONVS one of {", ".join(INT8_CONVS)}, '
+                                         f'PLACEMENT one of {", ".join(QAT_PLACEMENTS)}')
+    return method, convs, placement
 
 
 def main():
@@ -64,17 +70,19 @@ def main():
         with torch.no_grad():
             fp32 = {s: benchmark_psnr_y(lambda x: net(torch.from_numpy(x)).numpy(), s, scale) for s in SETS}
         with tempfile.TemporaryDirectory() as tmp:
-            for method, convs in args.arms:
-                run = ort(quantize_calibrated(net, os.path.join(tmp, f'{method}_{convs}.onnx'), patches, convs,
-                                              method), args.threads)
-                row = {'model': name, 'calibration': method, 'convs': convs}
+            for method, convs, placement in args.arms:
+                path = quantize_calibrated(net, os.path.join(tmp, f'{method}_{convs}_{placement}.onnx'), patches,
+                                           convs, method, placement=placement)
+                # an inputs model is int8 in OpenVINO only (ONNX Runtime computes it in float)
+                run = openvino_runner(path, args.threads, 'f32') if placement == 'inputs' else ort(path, args.threads)
+                row = {'model': name, 'calibration': method, 'convs': convs, 'placement': placement}
                 for s in SETS:
                     row[f'{s}_fp32'] = round(fp32[s], 4)
                     row[f'{s}_dB'] = round(benchmark_psnr_y(run, s, scale) - fp32[s], 3)
                 rows.append(row)
                 print(row, flush=True)
-    report('int8_post_training', rows, ['model', 'calibration', 'convs'] + [f'{s}_{k}' for s in SETS
-                                                                            for k in ('fp32', 'dB')],
+    report('int8_post_training', rows, ['model', 'calibration', 'convs', 'placement'] + [
+        f'{s}_{k}' for s in SETS for k in ('fp32', 'dB')],
            {'num_patches': args.num_patches, 'threads': args.threads})
 
 

@@ -9,7 +9,7 @@ import argparse
 import sys
 
 import rlfn_arch  # noqa: F401
-from rlfn_arch.archs.qat import INT8_CONVS, WEIGHT_QMAX, int8_placement_of, int8_weight_bits_of
+from rlfn_arch.archs.qat import INT8_CONVS, WEIGHT_QMAX, int8_settings_of
 from rlfn_arch.archs.rlfn_weights import model_metadata
 from rlfn_arch.archs.zoo import model_file
 from rlfn_arch.deploy.quantize import (
@@ -20,21 +20,25 @@ from rlfn_arch.deploy.quantize import (
     ptq_defaults,
     quantize_calibrated,
     quantize_checkpoint,
-    trained_int8,
 )
 from rlfn_arch.deploy.source import add_model_args, open_model
-from rlfn_arch.utils.checkpoint import safe_load, select_weights
+from rlfn_arch.utils.checkpoint import safe_load, select_weights, strip_module
 from rlfn_arch.utils.fs import check_output
 from rlfn_arch.utils.options.schema import QAT_PLACEMENTS
 
 
 def _trained_state(args):
-    """The checkpoint's weights, the int8 set, the weight bits and the placement it trained for, or four Nones for
-    float weights."""
+    """The checkpoint's weights and the int8 settings it trained with (:func:`rlfn_arch.archs.qat.int8_settings_of`),
+    or (None, {}) for float weights."""
     path = args.model_path or model_file(args.model)
-    sd = select_weights(safe_load(path), path)[0]
-    preset = trained_int8(sd)
-    return (sd, preset, int8_weight_bits_of(sd), int8_placement_of(sd)) if preset else (None,) * 4
+    sd = strip_module(select_weights(safe_load(path), path)[0])
+    held = int8_settings_of(sd)
+    return (sd, held) if held else (None, {})
+
+
+#: What a quantization-aware checkpoint keeps whatever the flags say: its ``train.qat`` key (also the flag's name)
+#: and how a refusal names it.
+_TRAINED_FLAGS = {'convs': 'int8 convs', 'weight_bits': 'weight bits', 'placement': 'placement'}
 
 
 def main(argv=None):
@@ -66,18 +70,13 @@ def main(argv=None):
     try:
         check_output(args.output, [args.model_path, getattr(args, 'onnx', None)], args.overwrite)
         model = open_model(args)
-        sd, trained, trained_bits, trained_placement = _trained_state(args)
-        if trained and args.convs and args.convs != trained:
-            raise ValueError(f'{model.name}: trained with int8 convs {trained}; it cannot run as --convs {args.convs} '
-                             f'(train a quantization-aware stage with train.qat.convs: {args.convs})')
-        if trained and args.weight_bits and args.weight_bits != trained_bits:
-            raise ValueError(f'{model.name}: trained with {trained_bits}-bit weights; it cannot run with '
-                             f'--weight_bits {args.weight_bits} (train a quantization-aware stage with '
-                             f'train.qat.weight_bits: {args.weight_bits})')
-        if trained and args.placement and args.placement != trained_placement:
-            raise ValueError(f'{model.name}: trained with placement {trained_placement}; it cannot run as --placement '
-                             f'{args.placement} (train a quantization-aware stage with train.qat.placement: '
-                             f'{args.placement})')
+        sd, held = _trained_state(args)
+        for key, words in _TRAINED_FLAGS.items():
+            asked = getattr(args, key)
+            if held and asked and asked != held[key]:
+                raise ValueError(f'{model.name}: trained with {words} {held[key]}; it cannot run with --{key} '
+                                 f'{asked} (train a quantization-aware stage with train.qat.{key}: {asked})')
+        trained = held.get('convs')
         if trained and args.calibration:
             raise ValueError(f'{model.name}: trained for int8 with its own ranges; --calibration is for float weights')
         patches = None if trained else calibration_patches(args.calib, args.num_patches)
@@ -86,9 +85,9 @@ def main(argv=None):
         return 2
     default_convs, default_method = ptq_defaults(model.net)
     convs = trained or args.convs or default_convs
-    bits = trained_bits or args.weight_bits or 8
+    bits = held.get('weight_bits') or args.weight_bits or 8
     method = args.calibration or default_method
-    placement = trained_placement or args.placement or 'qlinear'
+    placement = held.get('placement') or args.placement or 'qlinear'
     how = 'quantization-aware' if trained else f'post-training, {method} calibration on {args.num_patches} patches'
     meta = model_metadata(model.cfg, source=model.name, precision='int8 (QDQ)', int8_convs=convs, int8=how,
                           int8_weight_bits=bits)

@@ -390,12 +390,22 @@ def int8_placement_of(state_dict):
     return 'qlinear' if any('.output_fq.' in k for k in state_dict) else 'inputs'
 
 
+def int8_settings_of(state_dict):
+    """The ``train.qat`` settings a quantization-aware ``state_dict`` holds the int8 state of: ``{'convs',
+    'weight_bits', 'ranges', 'placement'}`` (``weight_bits`` None when its weight quantizers never observed), or
+    None (float weights). What a file holds is read here, once."""
+    convs = int8_preset_of(state_dict)
+    if convs is None:
+        return None
+    return {'convs': convs, 'weight_bits': int8_weight_bits_of(state_dict), 'ranges': int8_ranges_of(state_dict),
+            'placement': int8_placement_of(state_dict)}
+
+
 def int8_state_problem(state_dict, qat):
     """Why the int8 state of ``state_dict`` (a quantization-aware checkpoint's weights) cannot continue in a stage
     with ``train.qat`` settings ``qat`` (:func:`rlfn_arch.utils.options.schema.qat_settings`), or None: the convs,
     weight bits, kind of ranges and placement must be the file's."""
-    held = {'convs': int8_preset_of(state_dict), 'weight_bits': int8_weight_bits_of(state_dict),
-            'ranges': int8_ranges_of(state_dict), 'placement': int8_placement_of(state_dict)}
+    held = int8_settings_of(state_dict) or {}
     differ = [k for k, v in held.items() if v is not None and v != qat[k]]
     if not differ:
         return None

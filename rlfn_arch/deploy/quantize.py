@@ -30,10 +30,8 @@ from rlfn_arch.archs.qat import (
     WEIGHT_QMAX,
     activation_quantizers,
     int8_conv_names,
-    int8_placement_of,
     int8_preset_of,
-    int8_ranges_of,
-    int8_weight_bits_of,
+    int8_settings_of,
     layout_problem,
     prepare_qat,
     qparams,
@@ -306,8 +304,11 @@ def quantize_checkpoint(state_dict, out_path, metadata=None, source='<state dict
     weights, quant = split_quant_state(sd)
     cfg = detect_config(weights, source)
     # weight quantizers that never observed (a network that never trained) say no bits; the export refuses it below
-    net = prepare_qat(RLFN(**cfg), int8_preset_of(sd), weight_bits=int8_weight_bits_of(sd) or 8,
-                      ranges=int8_ranges_of(sd), placement=int8_placement_of(sd))
+    held = int8_settings_of(sd)
+    if held is None:
+        raise ValueError(f'{source}: float weights, no int8 quantizer state (quantize them with quantize_calibrated)')
+    net = prepare_qat(RLFN(**cfg), held['convs'], weight_bits=held['weight_bits'] or 8, ranges=held['ranges'],
+                      placement=held['placement'])
     try:
         net.load_state_dict({**weights, **quant}, strict=True)
     except RuntimeError as e:  # a partial or foreign quantizer state
